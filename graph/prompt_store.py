@@ -1,18 +1,16 @@
-"""The durable prompt queue and history: one SQLite file that survives restarts and crashes.
-
-Standard library only (no torch, no aiohttp), so the server, the worker threads, the command-line
-runner and other worker processes can all share it.
-
-Concurrency: one connection per store object, guarded by a lock, so the aiohttp loop and worker
-threads of one process may call it freely. Several processes may open the same file; every write is
-a `BEGIN IMMEDIATE` transaction, so SQLite serialises them and `claim` never hands out an item twice.
-A process must open its own `PromptStore` (never share one across `fork`).
-
-Ordering follows ComfyUI: pending items run in ascending `number`, ties in insertion order; without a
-number the store assigns an increasing counter (kept in the file, so it keeps rising across
-restarts), and `front=True` uses a negative number smaller than every pending one. History is ordered
-by the moment each item reached a final state, oldest first, like ComfyUI's history dict.
-"""
+"""The durable prompt queue and history: one SQLite file that survives restarts and crashes."""
+# Standard library only (no torch, no aiohttp), so the server, the worker threads, the command-line
+# runner and other worker processes can all share it.
+#
+# Concurrency: one connection per store object, guarded by a lock, so the aiohttp loop and worker
+# threads of one process may call it freely. Several processes may open the same file; every write is
+# a `BEGIN IMMEDIATE` transaction, so SQLite serialises them and `claim` never hands out an item twice.
+# A process must open its own `PromptStore` (never share one across `fork`).
+#
+# Ordering follows ComfyUI: pending items run in ascending `number`, ties in insertion order; without
+# a number the store assigns an increasing counter (kept in the file, so it keeps rising across
+# restarts), and `front=True` uses a negative number smaller than every pending one. History is
+# ordered by the moment each item reached a final state, oldest first, like ComfyUI's history dict.
 from __future__ import annotations
 
 import json
@@ -245,13 +243,15 @@ class PromptStore:
     """The durable queue and history of prompts, in one SQLite file (WAL mode)."""
 
     def __init__(self, path: str | os.PathLike[str], *, max_history: int = DEFAULT_MAX_HISTORY,
-                 synchronous: str = "FULL", busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+                 synchronous: str = "FULL", busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+                 wait_poll: float = WAIT_POLL_SECONDS) -> None:
         if max_history < 0:
             raise ValueError(f"max_history {max_history!r} must be >= 0")
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous {synchronous!r} must be 'NORMAL' or 'FULL'")
         self.path = Path(path)
         self.max_history = max_history
+        self.wait_poll = wait_poll
         self._lock = threading.RLock()
         self._added = threading.Condition(threading.Lock())
         self._sensitive: dict[str, dict[str, Any]] = {}
@@ -424,12 +424,10 @@ class PromptStore:
     def add(self, prompt: dict[str, Any], *, outputs_to_execute: Sequence[str] = (),
             extra_data: dict[str, Any] | None = None, prompt_id: str | None = None,
             number: int | float | None = None, front: bool = False) -> QueueItem:
-        """Queue a prompt durably; when this returns, the prompt survives a crash.
-
-        Without `number` the next counter value is used; `front=True` (ignored when `number` is
-        given, as in ComfyUI) puts the prompt before every pending one. extra_data gets
-        `create_time` (epoch ms); its sensitive keys are kept in memory only.
-        """
+        """Queue a prompt durably: when this returns, the prompt survives a crash of the process."""
+        # Without `number` the next counter value is used; `front=True` (ignored when `number` is
+        # given, as in ComfyUI) puts the prompt before every pending one. extra_data gets
+        # `create_time` (epoch ms, as ComfyUI's server sets it); its sensitive keys stay in memory.
         if not isinstance(prompt, dict):
             raise ValueError(f"prompt must be a dict of node_id -> node (API format), got "
                              f"{type(prompt).__name__}")
@@ -474,12 +472,10 @@ class PromptStore:
 
     def claim(self, worker_id: str, *, accept: Callable[[QueueItem], bool] | None = None,
               prefer: Callable[[QueueItem], Any] | None = None) -> QueueItem | None:
-        """Atomically take the next pending prompt for `worker_id`, mark it running and return it.
-
-        `accept(item)` may refuse items (a worker that cannot run them); `prefer(item)` is a sort key
-        (lower first, ties in queue order), e.g. model affinity. Both run inside the write
-        transaction, so they must be quick and must not call the store.
-        """
+        """Atomically take the next pending prompt for `worker_id`, mark it running and return it."""
+        # `accept(item)` may refuse items (a worker that cannot run them); `prefer(item)` is a sort
+        # key (lower first, ties in queue order), e.g. model affinity. Both run inside the write
+        # transaction, so they must be quick and must not call the store.
         with self._write(f"claim for worker {worker_id!r}") as conn:
             if accept is None and prefer is None:
                 rows = conn.execute(f"SELECT {self._COLUMNS} FROM prompts WHERE status = 'pending' "
@@ -502,36 +498,39 @@ class PromptStore:
                          (started, worker_id, chosen.prompt_id))
         return replace(chosen, status=RUNNING, started_at=started, finished_at=None, worker_id=worker_id)
 
-    def wait_for_item(self, timeout: float | None = None) -> bool:
-        """Block until a pending prompt exists (True) or the timeout passes or the store closes (False)."""
+    def wait_for_item(self, timeout: float | None = None, *,
+                      accept: Callable[[QueueItem], bool] | None = None) -> bool:
+        """Block until a pending prompt (one `accept` takes) exists: True; timeout or close: False."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._added:
             while True:
                 try:
-                    if self._count_pending() > 0:
+                    if self._has_pending(accept):
                         return True
                 except PromptStoreError:
                     if self.closed:
                         return False
                     raise
-                remaining = WAIT_POLL_SECONDS if deadline is None else deadline - time.monotonic()
+                remaining = self.wait_poll if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 # add() in this process notifies; adds by other processes are seen by the poll.
-                self._added.wait(min(remaining, WAIT_POLL_SECONDS))
+                self._added.wait(min(remaining, self.wait_poll))
 
-    def _count_pending(self) -> int:
-        with self._read("count pending") as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM prompts WHERE status = 'pending'").fetchone()[0])
+    def _has_pending(self, accept: Callable[[QueueItem], bool] | None) -> bool:
+        with self._read("look for pending prompts") as conn:
+            if accept is None:
+                row = conn.execute("SELECT 1 FROM prompts WHERE status = 'pending' LIMIT 1").fetchone()
+                return row is not None
+            rows = conn.execute(f"SELECT {self._COLUMNS} FROM prompts WHERE status = 'pending'").fetchall()
+            return any(accept(self._item(r)) for r in rows)
 
     def finish(self, prompt_id: str, status: str, outputs: dict[str, Any] | None = None,
                messages: Sequence[Sequence[Any]] | None = None, error: dict[str, Any] | None = None,
                meta: dict[str, Any] | None = None) -> QueueItem:
-        """Record the end of a running prompt: status success / error / interrupted, into history.
-
-        `messages` are appended to the notes already stored (retries); `error` is the
-        execution_error event data; `meta` defaults to one plain entry per output node.
-        """
+        """Record the end of a running prompt (success / error / interrupted); it enters history."""
+        # `messages` are appended to the notes already stored (retries); `error` is the
+        # execution_error event data; `meta` defaults to one plain entry per output node.
         if status not in FINISH_STATUSES:
             raise ValueError(f"finish status {status!r} for prompt {prompt_id!r} must be one of "
                              f"{', '.join(sorted(FINISH_STATUSES))}")
@@ -611,11 +610,9 @@ class PromptStore:
         return len(ids)
 
     def cancel(self, prompt_id: str, reason: str = "cancelled before it started") -> str:
-        """Cancel a prompt: pending -> cancelled (kept in history); say what was found (CANCEL_*).
-
-        A running prompt is left running and CANCEL_RUNNING is returned: the caller interrupts the
-        worker, which then finishes the prompt as interrupted.
-        """
+        """Cancel a prompt: pending -> cancelled (kept in history); return what was found (CANCEL_*)."""
+        # A running prompt is left running and CANCEL_RUNNING is returned: the caller interrupts the
+        # worker, which then finishes the prompt as interrupted.
         with self._write(f"cancel prompt {prompt_id}") as conn:
             item = self._fetch(conn, prompt_id)
             if item is None:
@@ -660,11 +657,9 @@ class PromptStore:
     # --- history ------------------------------------------------------------------------------
 
     def history(self, max_items: int | None = None, offset: int | None = None) -> list[QueueItem]:
-        """Finished prompts, oldest first, with ComfyUI's paging.
-
-        offset None or negative with max_items: the last max_items; offset >= 0: skip that many of
-        the oldest, then at most max_items. max_items <= 0 gives nothing.
-        """
+        """Finished prompts, oldest first, paged like ComfyUI's GET /history."""
+        # offset None or negative with max_items: the last max_items; offset >= 0: skip that many of
+        # the oldest, then at most max_items. max_items <= 0 gives nothing.
         if max_items is not None and max_items <= 0:
             return []
         final = "finished_seq IS NOT NULL"
@@ -704,14 +699,12 @@ class PromptStore:
 
     def recover_after_crash(self, *, requeue: bool = True, max_auto_retries: int = 1,
                             workers: Iterable[str] | None = None) -> list[QueueItem]:
-        """At start-up: prompts left running by a dead process become interrupted or pending again.
-
-        A prompt is re-queued when `requeue` and it has been retried fewer than `max_auto_retries`
-        times (default: once, so nothing accepted is lost); otherwise it is marked interrupted,
-        with a message, for the user to re-queue. `workers` limits recovery to those worker ids
-        (a restarted worker process must not steal prompts that live workers are running).
-        Returns the recovered prompts in their new state.
-        """
+        """At start-up, before workers run: prompts left running become pending again or interrupted."""
+        # A prompt is re-queued when `requeue` and it has been retried fewer than `max_auto_retries`
+        # times (default: once, so nothing accepted is lost); otherwise it is marked interrupted,
+        # with a message, for the user to re-queue. `workers` limits recovery to those worker ids
+        # (a restarted worker process must not steal prompts that live workers are running).
+        # Returns the recovered prompts in their new state.
         only = None if workers is None else set(workers)
         touched: list[str] = []
         with self._write("recover after crash") as conn:
@@ -815,11 +808,10 @@ def _is_previewable(media: str, entry: dict[str, Any]) -> bool:
 
 
 def summarize_outputs(outputs: dict[str, Any]) -> tuple[int, int, dict[str, Any] | None]:
-    """(outputs_count, previewable_outputs_count, preview_output) of a prompt's ui outputs.
-
-    The preview prefers a saved (type "output") image/video/audio/3d file, then any other
-    previewable file, then a text file, then raw text (cut to TEXT_PREVIEW_MAX_CHARS).
-    """
+    """(outputs_count, previewable_outputs_count, preview_output) of a prompt's ui outputs."""
+    # The preview prefers a saved (type "output") image/video/audio/3d file, then any other
+    # previewable file, then a text file, then raw text (cut to TEXT_PREVIEW_MAX_CHARS), as the
+    # ComfyUI frontend expects.
     count = previewable = 0
     saved = other = text_file = raw_text = None
     for node_id, ui in outputs.items():

@@ -3,7 +3,7 @@
 Usage: python prompt_store_writer.py DB MODE [ARG]
   claim N     add N prompts, claim one, print "ready", then sleep until killed
   churn       recover, then add / claim / finish / requeue forever
-  drain W T   wait until epoch time T, then claim as worker W until the queue is empty, and exit
+  drain W T   wait until epoch time T, then claim (5 ms apart) as worker W until the queue is empty
 
 Every line is printed (and flushed) only after the store call returned, so a line is an
 acknowledgement the parent can hold the store to.
@@ -65,6 +65,7 @@ def drain(store: PromptStore, worker: str, start_at: float) -> None:
     time.sleep(max(0.0, start_at - time.time()))
     while (item := store.claim(worker)) is not None:
         say("claimed", item.prompt_id)
+        time.sleep(0.005)  # "run" it, as a worker does between claims
 
 
 def main() -> None:

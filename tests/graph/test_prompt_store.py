@@ -248,22 +248,34 @@ def test_concurrent_process_claims_never_double_or_lose(tmp_path: Path) -> None:
         assert {i.prompt_id for i in s.running()} == ids
 
 
-def test_wait_for_item_wakes_on_add_times_out_and_stops_on_close(store: PromptStore) -> None:
+def test_wait_for_item_wakes_on_add_times_out_and_stops_on_close(tmp_path: Path) -> None:
+    store = PromptStore(tmp_path / "q.db", wait_poll=30)  # a poll this slow cannot be what wakes it
     t0 = time.monotonic()
     assert store.wait_for_item(0.2) is False
-    assert 0.15 < time.monotonic() - t0 < 2
+    assert 0.15 < time.monotonic() - t0 < 5
     threading.Timer(0.1, lambda: add(store)).start()
     t0 = time.monotonic()
-    assert store.wait_for_item(10) is True
-    assert time.monotonic() - t0 < 0.45  # woken by add, not by the poll
+    assert store.wait_for_item(60) is True
+    assert time.monotonic() - t0 < 10    # woken by add's notify, not by the 30 s poll
+    # a worker that cannot run what is queued keeps waiting instead of spinning
+    assert store.wait_for_item(0.2, accept=lambda item: False) is False
+    assert store.wait_for_item(0.2, accept=lambda item: item.prompt == PROMPT) is True
     store.claim("w")
     result: list[bool] = []
     waiter = threading.Thread(target=lambda: result.append(store.wait_for_item(None)))
     waiter.start()
     time.sleep(0.1)
     store.close()
-    waiter.join(5)
+    waiter.join(10)
     assert result == [False]
+
+
+def test_wait_for_item_sees_adds_of_other_processes(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    with PromptStore(path, wait_poll=0.05) as waiting, PromptStore(path) as other:
+        threading.Timer(0.1, lambda: add(other)).start()   # a second store object: no shared condition
+        assert waiting.wait_for_item(20) is True
+        assert waiting.claim("w") is not None
 
 
 # --- finishing, history --------------------------------------------------------------------------
