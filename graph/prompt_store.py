@@ -160,7 +160,6 @@ def _create_schema_v1(conn: sqlite3.Connection) -> None:
 # A new schema version adds an entry here; files are upgraded when opened.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_schema_v1}
 SCHEMA_VERSION = max(MIGRATIONS)
-_OUR_TABLES = frozenset({"prompts", "counters", "sqlite_sequence"})
 
 
 def validate_prompt_id(value: Any) -> str:
@@ -276,6 +275,10 @@ class PromptStore:
             self._migrate(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise PromptStoreError(
+                    f"prompt store {self.path}: another process held the file's write lock for more "
+                    f"than busy_timeout={busy_timeout}s ({exc})") from exc
             raise PromptStoreError(
                 f"prompt store {self.path}: the file is not a usable SQLite database ({exc}); "
                 "move it aside to start with an empty queue and history") from exc
@@ -441,34 +444,46 @@ class PromptStore:
         prompt_json = _dump(prompt, f"prompt {pid}", strict=True)
         extra_json = _dump(public, f"extra_data of prompt {pid}", strict=True)
         targets_json = _dump(targets, f"outputs_to_execute of prompt {pid}", strict=True)
-        with self._write(f"add prompt {pid}") as conn:
-            counter = int(conn.execute("SELECT value FROM counters WHERE name = 'number'").fetchone()[0])
-            conn.execute("UPDATE counters SET value = ? WHERE name = 'number'", (counter + 1,))
-            if number is None:
-                number = counter
-                if front:
-                    lowest = conn.execute(
-                        "SELECT MIN(number) FROM prompts WHERE status = 'pending'").fetchone()[0]
-                    number = -counter if lowest is None else min(-counter, math.floor(lowest) - 1)
-            try:
-                cur = conn.execute(
-                    "INSERT INTO prompts (prompt_id, number, prompt, extra_data, outputs_to_execute, "
-                    "workflow_id, status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-                    (pid, number, prompt_json, extra_json, targets_json, _workflow_id_of(public), created))
-            except sqlite3.IntegrityError as exc:
-                existing = conn.execute("SELECT status FROM prompts WHERE prompt_id = ?",
-                                        (pid,)).fetchone()
-                state = existing[0] if existing else "?"
-                raise DuplicatePromptError(
-                    f"prompt_id {pid!r} is already in the store (status {state}); "
-                    "a prompt_id can be queued only once") from exc
-            seq = cur.lastrowid
-        if secret:
-            self._sensitive[pid] = secret
+        try:
+            with self._write(f"add prompt {pid}") as conn:
+                number, seq = self._insert(conn, pid, number, front, created, public,
+                                           (prompt_json, extra_json, targets_json))
+                if secret:
+                    # before the commit, so a worker thread that claims it at once gets the secrets
+                    self._sensitive[pid] = secret
+        except BaseException:
+            self._sensitive.pop(pid, None)
+            raise
         self._notify_added()
         return QueueItem(prompt_id=pid, number=number, prompt=prompt, extra_data=public,
                          outputs_to_execute=targets, status=PENDING, created_at=created,
-                         workflow_id=_workflow_id_of(public), seq=int(seq or 0), sensitive=dict(secret))
+                         workflow_id=_workflow_id_of(public), seq=seq, sensitive=dict(secret))
+
+    def _insert(self, conn: sqlite3.Connection, pid: str, number: int | float | None, front: bool,
+                created: float, public: dict[str, Any], encoded: tuple[str, str, str]
+                ) -> tuple[int | float, int]:
+        """Insert a pending row with its queue number; return (number, seq)."""
+        counter = int(conn.execute("SELECT value FROM counters WHERE name = 'number'").fetchone()[0])
+        conn.execute("UPDATE counters SET value = ? WHERE name = 'number'", (counter + 1,))
+        if number is None:
+            number = counter
+            if front:
+                lowest = conn.execute(
+                    "SELECT MIN(number) FROM prompts WHERE status = 'pending'").fetchone()[0]
+                number = -counter if lowest is None else min(-counter, math.floor(lowest) - 1)
+        try:
+            cur = conn.execute(
+                "INSERT INTO prompts (prompt_id, number, prompt, extra_data, outputs_to_execute, "
+                "workflow_id, status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                (pid, number, *encoded, _workflow_id_of(public), created))
+        except sqlite3.IntegrityError as exc:
+            existing = conn.execute("SELECT status FROM prompts WHERE prompt_id = ?",
+                                    (pid,)).fetchone()
+            state = existing[0] if existing else "?"
+            raise DuplicatePromptError(
+                f"prompt_id {pid!r} is already in the store (status {state}); "
+                "a prompt_id can be queued only once") from exc
+        return number, int(cur.lastrowid or 0)
 
     def claim(self, worker_id: str, *, accept: Callable[[QueueItem], bool] | None = None,
               prefer: Callable[[QueueItem], Any] | None = None) -> QueueItem | None:
@@ -885,8 +900,8 @@ def to_job(item: QueueItem, *, include_outputs: bool = False) -> dict[str, Any]:
     job = {k: v for k, v in job.items() if v is not None}
     if include_outputs:
         job["outputs"] = item.outputs
-        job["execution_status"] = ({"status_str": history_status_str(item),
-                                    "completed": item.status == SUCCESS, "messages": item.messages}
-                                   if item.status in FINAL_STATUSES else None)
+        if item.status in FINAL_STATUSES:
+            job["execution_status"] = {"status_str": history_status_str(item),
+                                       "completed": item.status == SUCCESS, "messages": item.messages}
         job["workflow"] = {"prompt": item.prompt, "extra_data": item.extra_data}
     return job
