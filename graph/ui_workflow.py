@@ -25,6 +25,9 @@ UPLOAD_VALUES: frozenset[str] = frozenset({"image", "upload", "video", "audio", 
 SEED_INPUT_NAMES: frozenset[str] = frozenset({"seed", "noise_seed"})
 """INT inputs that old editors gave a control widget even without control_after_generate."""
 
+MAX_EXPANDED_NODES = 50_000
+"""Nested subgraph instances multiply; a file that expands beyond this is refused rather than converted."""
+
 MODE_NEVER = 2
 MODE_BYPASS = 4
 SUBGRAPH_INPUT_NODE_ID = "-10"
@@ -189,11 +192,14 @@ class _Parser:
 
     def __init__(self, workflow: Mapping[str, Any], problems: list[ConversionProblem]) -> None:
         self.problems = problems
+        self.expanded = 0
         self.subgraphs: dict[str, Mapping[str, Any]] = {}
         self._collect_definitions(workflow, depth=0)
         extra = workflow.get("extra")
         groups = extra.get("groupNodes") if isinstance(extra, Mapping) else None
-        self.group_nodes: frozenset[str] = frozenset(groups) if isinstance(groups, Mapping) else frozenset()
+        names = [n for n in groups if isinstance(n, str)] if isinstance(groups, Mapping) else []
+        # Group node types are the group's name behind "workflow>" (older editors: "workflow/").
+        self.group_nodes: frozenset[str] = frozenset(f"workflow{sep}{n}" for n in names for sep in (">", "/"))
 
     def _collect_definitions(self, graph: Mapping[str, Any], depth: int) -> None:
         definitions = graph.get("definitions")
@@ -237,6 +243,12 @@ class _Parser:
         raw_nodes = graph.get("nodes")
         if not isinstance(raw_nodes, list):
             self.problems.append(ConversionProblem(None, None, f"{where}: 'nodes' must be a list"))
+            return scope
+        self.expanded += len(raw_nodes)
+        if self.expanded > MAX_EXPANDED_NODES:
+            if self.expanded - len(raw_nodes) <= MAX_EXPANDED_NODES:  # report once
+                self.problems.append(ConversionProblem(None, None, f"{where}: more than {MAX_EXPANDED_NODES} nodes "
+                                                       "after expanding subgraphs"))
             return scope
         for raw in raw_nodes:
             try:
@@ -610,6 +622,7 @@ def _align_widget_values(slots: Sequence[_Slot], values: Sequence[Any]) -> dict[
     A small dynamic programme finds the cheapest assignment instead: values must fit their widget's
     type, optional slots may be empty, and dropping values or missing widgets costs most.
     """
+    values = values[:2 * len(slots) + 16]  # values past this are dropped anyway; keeps the table small
     m, n = len(slots), len(values)
     inf = float("inf")
     best = [[inf] * (n + 1) for _ in range(m + 1)]
