@@ -59,9 +59,15 @@ class KeyBuilder:
 
     def key(self, node_id: str) -> str:
         # Iterative post-order walk: a chain of thousands of nodes must not hit the recursion limit.
+        known = self._keys.get(node_id)
+        if known is not None:
+            return known
         stack, on_stack = [node_id], {node_id}
         while stack:
             current = stack[-1]
+            if current in self._keys:
+                on_stack.discard(stack.pop())
+                continue
             missing = [link.node for link in self.nodes[current].links().values()
                        if link.node not in self._keys and link.node in self.nodes and link.node not in on_stack]
             if missing:

@@ -94,16 +94,26 @@ class Executor:
 
     def execute(self, prompt: Any, prompt_id: str = "", *, targets: Iterable[str] | None = None,
                 extra_data: dict[str, Any] | None = None, emit: Emit | None = None,
-                interrupt: Interrupt | None = None) -> ExecutionResult:
+                interrupt: Interrupt | None = None, validated: ValidationOutcome | None = None) -> ExecutionResult:
         """Run a prompt to the end in this thread (the server's worker thread, or the runner)."""
-        return asyncio.run(self.execute_async(prompt, prompt_id, targets=targets, extra_data=extra_data,
-                                              emit=emit, interrupt=interrupt))
+        # A plain loop, not asyncio.run: that one installs a SIGINT handler whose set-up costs tens of
+        # milliseconds on big prompts, and signals belong to whoever owns the process.
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(self.execute_async(
+                prompt, prompt_id, targets=targets, extra_data=extra_data, emit=emit, interrupt=interrupt,
+                validated=validated))
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
     async def execute_async(self, prompt: Any, prompt_id: str = "", *, targets: Iterable[str] | None = None,
                             extra_data: dict[str, Any] | None = None, emit: Emit | None = None,
-                            interrupt: Interrupt | None = None) -> ExecutionResult:
+                            interrupt: Interrupt | None = None,
+                            validated: ValidationOutcome | None = None) -> ExecutionResult:
+        """As `execute`; `validated` is the outcome of validating this same prompt (skips doing it again)."""
         run = _Run(self, prompt, prompt_id, targets, extra_data or {}, emit, interrupt or Interrupt())
-        return await run.execute()
+        return await run.execute(validated)
 
 
 class _Run:
@@ -148,9 +158,9 @@ class _Run:
 
     # ---- setup -------------------------------------------------------------------------------------
 
-    async def execute(self) -> ExecutionResult:
+    async def execute(self, validated: ValidationOutcome | None) -> ExecutionResult:
         started = time.perf_counter()
-        outcome = validate_prompt(self.raw_prompt, self.registry, self.targets)
+        outcome = validated or validate_prompt(self.raw_prompt, self.registry, self.targets)
         self.result.validation = outcome
         if not outcome.ok:
             self.result.status = "invalid"
