@@ -413,6 +413,9 @@ class _Resolver:
         if link is None:
             raise _Fail(ConversionProblem(consumer.key, consumer.type,
                                           f"{what} refers to link {link_id}, which is not in the workflow's links"))
+        if link.origin_slot < 0:
+            raise _Fail(ConversionProblem(consumer.key, consumer.type, f"{what} is linked (link {link.id}) to "
+                                          f"output slot {link.origin_slot}, which is negative"))
         if link.origin_id == SUBGRAPH_INPUT_NODE_ID and scope.instance is not None:
             instance = scope.instance
             if link.origin_slot >= len(instance.inputs):
@@ -451,6 +454,9 @@ class _Resolver:
         if not feeding:
             return None
         link = feeding[0]
+        if link.origin_slot < 0:
+            raise _Fail(ConversionProblem(instance.key, instance.type, f"subgraph output #{slot} is linked to "
+                                          f"output slot {link.origin_slot}, which is negative"))
         if link.origin_id == SUBGRAPH_INPUT_NODE_ID:  # an input wired straight to an output
             if link.origin_slot >= len(instance.inputs):
                 return None

@@ -272,6 +272,31 @@ def test_seed_without_declared_control_and_combo_controls(values: list[Any]) -> 
     assert convert(workflow)["1"]["inputs"] == {"seed": 7, "mode": "gpu", "note": "hello"}
 
 
+def test_schemas_without_input_order_use_declaration_order() -> None:
+    schemas = copy.deepcopy(NODE_INFO)
+    for schema in schemas.values():
+        del schema["input_order"]
+    assert convert_ui_to_api(load("txt2img_v04.json"), schemas) == load("txt2img_api.json")
+
+
+def test_input_order_decides_the_widget_order() -> None:
+    schemas = copy.deepcopy(NODE_INFO)
+    schemas["EmptyLatentImage"]["input_order"]["required"] = ["batch_size", "height", "width"]
+    workflow = load("txt2img_v04.json")
+    node(workflow, 4)["widgets_values"] = [2, 448, 640]
+    assert convert_ui_to_api(workflow, schemas)["4"]["inputs"] == {"width": 640, "height": 448, "batch_size": 2}
+
+
+def test_malformed_schema_entries_are_read_as_having_no_widgets() -> None:
+    schemas = copy.deepcopy(NODE_INFO)
+    schemas["VAEDecode"] = {"input": "not a mapping"}
+    schemas["SaveImage"]["input"]["required"]["filename_prefix"] = "STRING"
+    result = convert_ui_to_api(load("txt2img_v04.json"), schemas)
+    assert result["6"] == {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]},
+                           "_meta": {"title": "VAEDecode"}}
+    assert result["7"]["inputs"] == {"images": ["6", 0]}
+
+
 def test_linked_undeclared_input_is_kept_by_name() -> None:
     workflow = load("txt2img_v04.json")
     workflow["links"].append([40, 1, 0, 7, 1, "MODEL"])
@@ -302,8 +327,8 @@ def test_subgraph_promoted_widget_dict_form() -> None:
 
 def test_subgraph_input_linked_from_outside_replaces_the_promoted_widget() -> None:
     workflow = load("subgraph_v1.json")
-    workflow["nodes"].append({"id": 9, "type": "PrimitiveNode", "mode": 0,
-                              "outputs": [{"name": "STRING", "type": "STRING", "links": [9], "widget": {"name": "text"}}],
+    output = {"name": "STRING", "type": "STRING", "links": [9], "widget": {"name": "text"}}
+    workflow["nodes"].append({"id": 9, "type": "PrimitiveNode", "mode": 0, "outputs": [output],
                               "widgets_values": ["from a primitive"]})
     workflow["links"].append({"id": 9, "origin_id": 9, "origin_slot": 0, "target_id": 20, "target_slot": 3,
                               "type": "STRING"})
@@ -375,6 +400,13 @@ def test_link_to_a_missing_node_is_an_error() -> None:
     [problem] = problems_of(workflow)
     assert (problem.node_id, problem.node_type) == ("6", "VAEDecode")
     assert "node 99" in problem.message and "does not exist" in problem.message
+
+
+def test_negative_output_slot_is_an_error() -> None:
+    workflow = load("txt2img_v04.json")
+    workflow["links"][7] = [8, 1, -1, 6, 1, "VAE"]
+    [problem] = problems_of(workflow)
+    assert problem.node_id == "6" and "output slot -1" in problem.message
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -489,7 +521,7 @@ _FIXTURES = ["txt2img_v04.json", "txt2img_v1.json", "features_v04.json", "subgra
 _LOADED = {name: load(name) for name in _FIXTURES}
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.sampled_from(_FIXTURES), picks=st.lists(st.tuples(st.integers(0, 10**6), st.booleans(), _JSON),
                                                           min_size=1, max_size=3))
 def test_mutated_files_never_leak_other_exceptions(name: str, picks: list[tuple[int, bool, Any]]) -> None:
