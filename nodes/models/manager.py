@@ -1,0 +1,329 @@
+"""Loaded models, shared between prompts and held under a byte budget.
+
+A checkpoint is loaded once per (real path, mtime, size, parts) and every loader node that asks
+for it gets wrappers sharing the same modules. Resident models are kept in least-recently-used
+order under `budget_bytes` (parameter + buffer bytes). Over budget, the least recently used
+unpinned model is offloaded to the offload device when computing on a GPU (then dropped when the
+offload budget is exceeded too) or dropped outright when computing on the CPU. A dropped model is
+not forgotten: wrappers that still point at it reload it from its file when used again.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from torch import nn
+
+from nodes import device as devices
+from nodes.models.wrappers import ModuleSlot, WrappedCheckpoint, wrap_checkpoint
+
+__all__ = ["ModelManager", "Loader", "default_budget", "ALL_PARTS"]
+
+log = logging.getLogger(__name__)
+
+ALL_PARTS: tuple[str, ...] = ("unet", "vae", "clip")
+Loader = Callable[..., Any]  # load_checkpoint(path, *, parts, dtype, device) -> CheckpointParts
+
+
+def _default_loader(path: str, *, parts: tuple[str, ...], dtype: Any, device: Any) -> Any:
+    from nodes.models.checkpoint import load_checkpoint  # noqa: PLC0415 - heavy, and written in parallel
+
+    return load_checkpoint(path, parts=parts, dtype=dtype, device=device)
+
+
+def default_budget() -> int:
+    """Half of the compute device's memory on the CPU, 85% of it on a GPU."""
+    total = devices.memory_stats()["total"]
+    share = 0.5 if devices.compute_device().type == "cpu" else 0.85
+    return int(total * share)
+
+
+def _host_budget() -> int:
+    import psutil  # noqa: PLC0415 - ships with accelerate
+
+    return int(psutil.virtual_memory().total * 0.5)
+
+
+def _offloads() -> bool:
+    return devices.compute_device() != devices.offload_device()
+
+
+class _Entry:
+    """One loaded checkpoint: its slots, where they are, who is using them. Owner of its slots."""
+
+    def __init__(self, manager: ModelManager, key: tuple[str, int, int, tuple[str, ...]]) -> None:
+        self.manager = manager
+        self.key = key
+        self.path, self.mtime_ns, self.size, self.parts = key
+        self.slots: dict[str, ModuleSlot] = {}
+        self.wrapped: WrappedCheckpoint | None = None
+        self.state = "loading"  # loading | ready | offloaded | released
+        self.pins = 0
+        self.last_used = 0
+        self.drop_when_unpinned = False
+        self.loaded = threading.Event()
+        self.error: BaseException | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in self.slots.values())
+
+    def pin(self, slot: ModuleSlot) -> None:
+        self.manager._pin(self)
+
+    def unpin(self, slot: ModuleSlot) -> None:
+        self.manager._unpin(self)
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": self.path, "parts": list(self.parts), "bytes": self.nbytes if self.state != "released" else 0,
+                "state": self.state, "pinned": self.pins > 0, "last_used": self.last_used}
+
+
+class ModelManager:
+    """Loads checkpoints once, shares them, and keeps them under a memory budget (thread-safe)."""
+
+    def __init__(self, budget_bytes: int | None = None, *, offload_budget_bytes: int | None = None,
+                 loader: Loader | None = None) -> None:
+        self.budget_bytes = int(budget_bytes) if budget_bytes is not None else default_budget()
+        self.offload_budget_bytes = int(offload_budget_bytes) if offload_budget_bytes is not None else None
+        self.loader: Loader = loader or _default_loader
+        self.loads = 0  # loader calls, reloads included
+        self._lock = threading.RLock()
+        self._entries: dict[tuple[str, int, int, tuple[str, ...]], _Entry] = {}
+        self._tick = 0
+
+    # ----- loading --------------------------------------------------------------------------------
+    def load_checkpoint(self, path: str | os.PathLike[str], parts: Iterable[str] = ALL_PARTS, *,
+                        embedding_lookup: Callable[[str], str | None] | None = None) -> WrappedCheckpoint:
+        """MODEL, CLIP and VAE wrappers for `path`, loading the file only if no identical load is held."""
+        wanted = set(parts)
+        unknown = wanted - set(ALL_PARTS)
+        if unknown or not wanted:
+            raise ValueError(f"load_checkpoint: parts {sorted(wanted)} must be a non-empty subset of {list(ALL_PARTS)}")
+        part_tuple = tuple(p for p in ALL_PARTS if p in wanted)
+        real = os.path.realpath(os.fspath(path))
+        try:
+            st = os.stat(real)
+        except OSError as exc:
+            raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} cannot be read: {exc}") from exc
+        key = (real, st.st_mtime_ns, st.st_size, part_tuple)
+        while True:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is None:
+                    self._forget_stale(real, part_tuple)
+                    entry = _Entry(self, key)
+                    self._entries[key] = entry
+                    entry.pins += 1  # nothing may evict it while it loads
+                    self._make_room(st.st_size, exclude=entry)
+                    break
+                if entry.state != "loading":
+                    self._pin(entry)  # brings a dropped or offloaded model back
+                    try:
+                        return self._fresh_wrappers(entry, embedding_lookup)
+                    finally:
+                        self._unpin(entry)
+                waiter = entry.loaded
+            waiter.wait()
+            if entry.error is not None:
+                raise entry.error
+        try:
+            loaded = self._call_loader(real, part_tuple)
+            with self._lock:
+                entry.wrapped = wrap_checkpoint(loaded, owner=entry, embedding_lookup=embedding_lookup, name=real)
+                entry.slots = entry.wrapped.slots
+                del loaded  # the wrappers own the modules now; nothing else may keep them alive
+                entry.state = "ready"
+                entry.last_used = self._next_tick()
+                log.info("loaded %s %s (%.1f MiB)", real, list(part_tuple), entry.nbytes / 2**20)
+                return self._fresh_wrappers(entry, embedding_lookup)
+        except BaseException as exc:
+            with self._lock:
+                entry.error = exc
+                self._entries.pop(key, None)
+            raise
+        finally:
+            with self._lock:
+                entry.loaded.set()
+                self._unpin(entry)
+
+    def _call_loader(self, path: str, parts: tuple[str, ...]) -> Any:
+        loaded = self.loader(path, parts=parts, dtype=devices.compute_dtype(), device=devices.compute_device())
+        with self._lock:
+            self.loads += 1
+        if getattr(loaded, "vae", None) is not None:
+            loaded.vae.to(dtype=devices.vae_dtype())
+        return loaded
+
+    def _fresh_wrappers(self, entry: _Entry, embedding_lookup: Callable[[str], str | None] | None) -> WrappedCheckpoint:
+        base = entry.wrapped
+        assert base is not None
+        clip = base.clip.clone() if base.clip is not None else None
+        if clip is not None and embedding_lookup is not None:
+            clip.embedding_lookup = embedding_lookup
+        return WrappedCheckpoint(base.model.clone() if base.model is not None else None, clip,
+                                 base.vae.clone() if base.vae is not None else None, dict(base.slots))
+
+    def _reload(self, entry: _Entry) -> None:
+        """Load a dropped entry's modules again into its existing slots (called with the lock held, pinned)."""
+        try:
+            st = os.stat(entry.path)
+        except OSError as exc:
+            raise FileNotFoundError(f"checkpoint {entry.path!r} was unloaded and cannot be read again: {exc}") from exc
+        if (st.st_mtime_ns, st.st_size) != (entry.mtime_ns, entry.size):
+            raise RuntimeError(f"checkpoint {entry.path!r} changed on disk since it was loaded; "
+                               f"run its loader node again to load the new file")
+        self._make_room(entry.size, exclude=entry)
+        loaded = self._call_loader(entry.path, entry.parts)
+        if "unet" in entry.slots:
+            entry.slots["unet"].attach(loaded.unet)
+        if "clip" in entry.slots:
+            entry.slots["clip"].attach(nn.ModuleList(list(loaded.text_encoders)))
+        if "vae" in entry.slots:
+            entry.slots["vae"].attach(loaded.vae)
+        del loaded
+        entry.state = "ready"
+        log.info("reloaded %s %s", entry.path, list(entry.parts))
+
+    def _forget_stale(self, real: str, parts: tuple[str, ...]) -> None:
+        """A file that changed on disk: forget its old loads (dropped now, or when their users finish)."""
+        for key, entry in list(self._entries.items()):
+            if key[0] == real and key[3] == parts and entry.state != "loading":
+                del self._entries[key]
+                if entry.pins:
+                    entry.drop_when_unpinned = True
+                else:
+                    self._release(entry)
+
+    # ----- residency (SlotOwner, via _Entry) -------------------------------------------------------
+    def _pin(self, entry: _Entry) -> None:
+        with self._lock:
+            entry.pins += 1
+            try:
+                if entry.state == "released":
+                    self._reload(entry)
+                elif entry.state == "offloaded":
+                    self._make_room(entry.nbytes, exclude=entry)
+                    for slot in entry.slots.values():
+                        slot.place_for_compute()
+                    entry.state = "ready"
+                if entry.state == "ready":
+                    for slot in entry.slots.values():
+                        slot.place_for_compute()
+                entry.last_used = self._next_tick()
+            except BaseException:
+                entry.pins -= 1
+                raise
+
+    def _unpin(self, entry: _Entry) -> None:
+        with self._lock:
+            entry.pins -= 1
+            entry.last_used = self._next_tick()
+            if entry.pins == 0 and entry.drop_when_unpinned:
+                entry.drop_when_unpinned = False
+                self._release(entry)
+                self._collect()
+            elif entry.pins == 0 and self._device_bytes() > self.budget_bytes:
+                self._make_room(0, exclude=entry)  # the model just used stays, even if alone over budget
+
+    # ----- budget ---------------------------------------------------------------------------------
+    def _next_tick(self) -> int:
+        self._tick += 1
+        return self._tick
+
+    def _device_bytes(self) -> int:
+        return sum(e.nbytes for e in self._entries.values() if e.state in ("ready", "loading"))
+
+    def _offloaded_bytes(self) -> int:
+        return sum(e.nbytes for e in self._entries.values() if e.state == "offloaded")
+
+    def _lru(self, state: str, exclude: _Entry | None) -> _Entry | None:
+        candidates = [e for e in self._entries.values() if e.state == state and e.pins == 0 and e is not exclude]
+        return min(candidates, key=lambda e: e.last_used, default=None)
+
+    def _make_room(self, needed: int, exclude: _Entry | None = None) -> None:
+        """Offload or drop least recently used models until `needed` more bytes fit the budget."""
+        freed = False
+        while self._device_bytes() + needed > self.budget_bytes:
+            victim = self._lru("ready", exclude)
+            if victim is None:
+                if needed:
+                    log.warning("model budget %.1f MiB exceeded: %.1f MiB held by models in use, %.1f MiB needed",
+                                self.budget_bytes / 2**20, self._device_bytes() / 2**20, needed / 2**20)
+                break
+            if _offloads():
+                for slot in victim.slots.values():
+                    slot.move(devices.offload_device())
+                victim.state = "offloaded"
+                log.info("offloaded %s (%.1f MiB)", victim.path, victim.nbytes / 2**20)
+            else:
+                self._release(victim)
+            freed = True
+        host_budget = self.offload_budget_bytes if self.offload_budget_bytes is not None else _host_budget()
+        while self._offloaded_bytes() > host_budget:
+            victim = self._lru("offloaded", exclude)
+            if victim is None:
+                break
+            self._release(victim)
+            freed = True
+        if freed:
+            self._collect()
+
+    def _release(self, entry: _Entry) -> None:
+        for slot in entry.slots.values():
+            slot.release()
+        if entry.state != "loading":
+            entry.state = "released"
+        log.info("dropped %s %s", entry.path, list(entry.parts))
+
+    @staticmethod
+    def _collect() -> None:
+        gc.collect()
+        devices.empty_cache()
+
+    # ----- control --------------------------------------------------------------------------------
+    def free(self, unload_all: bool = True) -> int:
+        """POST /free: drop every model not in use (`unload_all`), or only what exceeds the budget. Returns bytes freed."""
+        with self._lock:
+            before = self._device_bytes() + self._offloaded_bytes()
+            if unload_all:
+                for entry in self._entries.values():
+                    if entry.state in ("ready", "offloaded"):
+                        if entry.pins:
+                            entry.drop_when_unpinned = True
+                        else:
+                            self._release(entry)
+            else:
+                self._make_room(0)
+            self._collect()
+            return before - (self._device_bytes() + self._offloaded_bytes())
+
+    def on_out_of_memory(self) -> None:
+        """Recovery after an out-of-memory error: drop every model (those in use as soon as they are free)."""
+        log.warning("out of memory: dropping all loaded models")
+        self.free(unload_all=True)
+
+    def set_budget(self, budget_bytes: int) -> None:
+        """Change the budget; models over it are evicted at once."""
+        with self._lock:
+            self.budget_bytes = int(budget_bytes)
+            self._make_room(0)
+
+    def stats(self) -> dict[str, Any]:
+        """For /system_stats: bytes held, budgets and the models, most recently used first."""
+        with self._lock:
+            entries = sorted(self._entries.values(), key=lambda e: e.last_used, reverse=True)
+            return {
+                "device": str(devices.compute_device()),
+                "budget_bytes": self.budget_bytes,
+                "held_bytes": self._device_bytes(),
+                "offloaded_bytes": self._offloaded_bytes(),
+                "offload_budget_bytes": (self.offload_budget_bytes if self.offload_budget_bytes is not None
+                                         else _host_budget()) if _offloads() else 0,
+                "loads": self.loads,
+                "models": [e.describe() for e in entries if e.state != "released"],
+            }
