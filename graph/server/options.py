@@ -1,0 +1,244 @@
+"""The server's command-line flags, named as ComfyUI names them where it has them.
+
+`parse_server_args(argv)` gives a `ServerOptions`; tests build `ServerOptions(...)` directly.
+Unknown flags stop the program with the closest known flag suggested.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NoReturn
+
+CacheMode = Literal["lru", "classic", "none"]
+PREVIEW_METHODS = ("none", "auto", "latent2rgb", "taesd")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+TOKEN_ENV = "DIFFLOOM_AUTH_TOKEN"
+DEFAULT_CACHE_BYTES = 2 << 30
+MB = 1024 * 1024
+
+
+@dataclass
+class ServerOptions:
+    """Everything the server needs to know from the command line."""
+
+    listen: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    port: int = 8188
+    base_directory: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2])
+    output_directory: Path | None = None
+    input_directory: Path | None = None
+    temp_directory: Path | None = None
+    user_directory: Path | None = None
+    extra_model_paths_config: list[Path] = field(default_factory=list)
+    database: Path | None = None
+    cpu: bool = False
+    cache_mode: CacheMode = "lru"
+    cache_max_entries: int | None = None
+    cache_max_bytes: int | None = DEFAULT_CACHE_BYTES
+    max_upload_size: int = 100 * MB
+    enable_cors_header: str | None = None
+    preview_method: str = "auto"
+    preview_size: int = 512
+    disable_all_custom_nodes: bool = False
+    disable_metadata: bool = False
+    front_end_root: Path | None = None
+    verbose: str = "INFO"
+    quick_test_for_ci: bool = False
+    auth_token: str | None = None
+    history_max: int = 10_000
+    requeue_on_crash: bool = False
+    extra_nodes: list[str] = field(default_factory=list)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output_directory or self.base_directory / "output")
+
+    @property
+    def input_dir(self) -> Path:
+        return Path(self.input_directory or self.base_directory / "input")
+
+    @property
+    def temp_dir(self) -> Path:
+        return Path(self.temp_directory or self.base_directory / "temp")
+
+    @property
+    def user_dir(self) -> Path:
+        return Path(self.user_directory or self.base_directory / "user")
+
+    @property
+    def models_dir(self) -> Path:
+        return self.base_directory / "models"
+
+    @property
+    def database_path(self) -> Path:
+        """Where the durable queue and history live: `<user dir>/diffloom.db` unless given."""
+        return Path(self.database or self.user_dir / "diffloom.db")
+
+    @property
+    def web_root(self) -> Path:
+        return Path(self.front_end_root or self.base_directory / "web")
+
+    def listens_on_loopback_only(self) -> bool:
+        return all(is_loopback_host(host) for host in self.listen)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and 127.0.0.0/8 / ::1 addresses (with or without brackets)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'2G', '512MB', '1.5GiB' or a plain number of bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"size {text!r} must be a number of bytes or end in K, M, G or T "
+                                         "(like 4G or 512MB)")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "")[:1].lower()])
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port {text!r} is not a whole number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} must be between 0 and 65535 (0 picks a free port)")
+    return value
+
+
+def _upload_mb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"upload size {text!r} must be a number of megabytes") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"upload size {value} MB must be > 0")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a clearer message for unknown flags (it names the closest known one)."""
+
+    def error(self, message: str) -> NoReturn:
+        match = re.search(r"unrecognized arguments: (.+)", message)
+        if match:
+            known = [opt for action in self._actions for opt in action.option_strings]
+            hints = []
+            for arg in match.group(1).split():
+                if arg.startswith("-"):
+                    close = difflib.get_close_matches(arg.split("=")[0], known, n=1)
+                    hints.append(f"unknown flag {arg}" + (f" (did you mean {close[0]}?)" if close else ""))
+                else:
+                    hints.append(f"unexpected argument {arg!r}")
+            message = "; ".join(hints) + ". See --help for the flags diffloom knows."
+        super().error(message)
+
+
+def build_parser(prog: str = "server.py") -> argparse.ArgumentParser:
+    """The parser for `python server.py [flags]`."""
+    p = _Parser(prog=prog, description="diffloom: serve the node-graph engine over HTTP and websockets "
+                                       "(ComfyUI's API). `python server.py run WORKFLOW.json` runs one "
+                                       "workflow without a server.")
+    net = p.add_argument_group("network")
+    net.add_argument("--listen", nargs="?", const="0.0.0.0,::", default="127.0.0.1", metavar="IP",
+                     help="addresses to listen on, comma-separated (default 127.0.0.1; the bare flag means "
+                          "all interfaces)")
+    net.add_argument("--port", type=_port, default=8188, help="port (default 8188; 0 picks a free one)")
+    net.add_argument("--enable-cors-header", nargs="?", const="*", default=None, metavar="ORIGIN",
+                     help="allow cross-origin requests from ORIGIN (default '*'); this turns the origin check off")
+    net.add_argument("--max-upload-size", type=_upload_mb, default=100.0, metavar="MB",
+                     help="largest upload in megabytes (default 100)")
+    net.add_argument("--auth-token", default=None, metavar="TOKEN",
+                     help=f"require 'Authorization: Bearer TOKEN' on every route (or set {TOKEN_ENV})")
+    dirs = p.add_argument_group("folders")
+    dirs.add_argument("--base-directory", type=Path, default=None, metavar="DIR",
+                      help="root of models/, output/, input/, temp/ and user/ (default: the diffloom folder)")
+    dirs.add_argument("--output-directory", type=Path, default=None, metavar="DIR")
+    dirs.add_argument("--input-directory", type=Path, default=None, metavar="DIR")
+    dirs.add_argument("--temp-directory", type=Path, default=None, metavar="DIR")
+    dirs.add_argument("--user-directory", type=Path, default=None, metavar="DIR")
+    dirs.add_argument("--extra-model-paths-config", type=Path, action="append", default=[], metavar="YAML",
+                      help="an extra_model_paths.yaml pointing at other model folders (repeatable)")
+    dirs.add_argument("--database", type=Path, default=None, metavar="FILE",
+                      help="the SQLite file of the queue and history (default <user dir>/diffloom.db)")
+    dirs.add_argument("--front-end-root", type=Path, default=None, metavar="DIR",
+                      help="serve the editor from DIR instead of web/")
+    run = p.add_argument_group("execution")
+    run.add_argument("--cpu", action="store_true", help="compute on the CPU even if a GPU is present")
+    cache = run.add_mutually_exclusive_group()
+    cache.add_argument("--cache-lru", type=_positive_int, default=None, metavar="N",
+                       help="keep at most N node results (within the byte budget)")
+    cache.add_argument("--cache-classic", action="store_true",
+                       help="keep only results the current workflow can reuse")
+    cache.add_argument("--cache-none", action="store_true", help="keep no node results between prompts")
+    run.add_argument("--cache-max-bytes", type=parse_size, default=DEFAULT_CACHE_BYTES, metavar="SIZE",
+                     help="byte budget of the node output cache, like 4G (default 2G); 0 for no limit")
+    run.add_argument("--preview-method", choices=PREVIEW_METHODS, default="auto",
+                     help="how samplers make step previews (default auto)")
+    run.add_argument("--preview-size", type=_positive_int, default=512, metavar="PX",
+                     help="largest side of preview images (default 512)")
+    run.add_argument("--history-max", type=int, default=10_000, metavar="N",
+                     help="finished prompts kept in the history (default 10000)")
+    run.add_argument("--requeue-on-crash", action="store_true",
+                     help="re-queue (once) a prompt that was running when the server died, instead of "
+                          "marking it interrupted")
+    run.add_argument("--disable-all-custom-nodes", action="store_true", help="load no plugin from custom_nodes/")
+    run.add_argument("--disable-metadata", action="store_true", help="write no workflow into saved images")
+    run.add_argument("--extra-nodes", action="append", default=[], metavar="MODULE", help=argparse.SUPPRESS)
+    misc = p.add_argument_group("diagnostics")
+    misc.add_argument("--verbose", nargs="?", const="DEBUG", default="INFO", choices=LOG_LEVELS,
+                      help="log level (the bare flag means DEBUG)")
+    misc.add_argument("--quick-test-for-ci", action="store_true",
+                      help="load everything, then exit without serving")
+    return p
+
+
+def options_from_namespace(ns: argparse.Namespace, default_base: Path | None = None) -> ServerOptions:
+    """Turn parsed flags into ServerOptions (the token may also come from the environment)."""
+    base = (ns.base_directory or default_base or ServerOptions().base_directory).resolve()
+    mode: CacheMode = "none" if ns.cache_none else "classic" if ns.cache_classic else "lru"
+    return ServerOptions(
+        listen=[h.strip() for h in ns.listen.split(",") if h.strip()],
+        port=ns.port, base_directory=base,
+        output_directory=ns.output_directory, input_directory=ns.input_directory,
+        temp_directory=ns.temp_directory, user_directory=ns.user_directory,
+        extra_model_paths_config=list(ns.extra_model_paths_config), database=ns.database,
+        cpu=ns.cpu, cache_mode=mode, cache_max_entries=ns.cache_lru,
+        cache_max_bytes=ns.cache_max_bytes or None,
+        max_upload_size=int(ns.max_upload_size * MB), enable_cors_header=ns.enable_cors_header,
+        preview_method=ns.preview_method, preview_size=ns.preview_size,
+        disable_all_custom_nodes=ns.disable_all_custom_nodes, disable_metadata=ns.disable_metadata,
+        front_end_root=ns.front_end_root, verbose=ns.verbose, quick_test_for_ci=ns.quick_test_for_ci,
+        auth_token=ns.auth_token or os.environ.get(TOKEN_ENV) or None, history_max=ns.history_max,
+        requeue_on_crash=ns.requeue_on_crash, extra_nodes=list(ns.extra_nodes))
+
+
+def parse_server_args(argv: Sequence[str], default_base: Path | None = None) -> ServerOptions:
+    """Parse `python server.py` flags (exits with a clear message on unknown or bad flags)."""
+    return options_from_namespace(build_parser().parse_args(list(argv)), default_base)
