@@ -60,3 +60,15 @@ def constant_denoiser(data: torch.Tensor):
         return data.expand_as(x).clone()
 
     return denoise
+
+
+def epsilon_model(data: GaussianData):
+    """A perfect epsilon-prediction "UNet" for Gaussian data: takes the scaled model input and a sigma."""
+
+    def model(x_in: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        s = torch.as_tensor(sigma, dtype=x_in.dtype)
+        s = s.reshape(s.shape[:1] + (1,) * (x_in.ndim - 1)) if s.ndim else s
+        x = x_in * torch.sqrt(s**2 + 1)
+        return (x - (data.mean + data.std**2 / (data.std**2 + s**2) * (x - data.mean))) / s
+
+    return model

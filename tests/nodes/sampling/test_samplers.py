@@ -11,8 +11,8 @@ from sampling_analytic import GaussianData, constant_denoiser, latent
 from nodes.sampling import SAMPLER_NAMES, DiscreteModelSampling, SamplerState, get_sampler, get_sigmas, prepare_noise
 from nodes.sampling.samplers.uni_pc import FINAL_SIGMA
 
-# diffusers' EulerDiscreteScheduler.set_timesteps trips a numpy 2 deprecation inside diffusers itself.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+# diffusers' schedulers trip numpy 2 deprecations inside diffusers itself.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers")
 
 STOCHASTIC = [name for name in SAMPLER_NAMES if get_sampler(name).stochastic]
 DETERMINISTIC = [name for name in SAMPLER_NAMES if not get_sampler(name).stochastic]
