@@ -155,8 +155,9 @@ class ModelManager:
         loaded = self.loader(path, parts=parts, dtype=devices.compute_dtype(), device=devices.compute_device())
         with self._lock:
             self.loads += 1
-        if getattr(loaded, "vae", None) is not None:
-            loaded.vae.to(dtype=devices.vae_dtype())
+        vae = getattr(loaded, "vae", None)
+        if vae is not None and next(vae.parameters()).dtype != devices.vae_dtype():
+            vae.to(dtype=devices.vae_dtype())
         return loaded
 
     def _fresh_wrappers(self, entry: _Entry, embedding_lookup: Callable[[str], str | None] | None) -> WrappedCheckpoint:
@@ -226,7 +227,7 @@ class ModelManager:
             if entry.pins == 0 and entry.drop_when_unpinned:
                 entry.drop_when_unpinned = False
                 self._release(entry)
-                self._collect()
+                devices.empty_cache()
             elif entry.pins == 0 and self._device_bytes() > self.budget_bytes:
                 self._make_room(0, exclude=entry)  # the model just used stays, even if alone over budget
 
@@ -271,7 +272,7 @@ class ModelManager:
             self._release(victim)
             freed = True
         if freed:
-            self._collect()
+            devices.empty_cache()
 
     def _release(self, entry: _Entry) -> None:
         for slot in entry.slots.values():
