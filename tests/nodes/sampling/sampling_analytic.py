@@ -72,3 +72,18 @@ def epsilon_model(data: GaussianData):
         return (x - (data.mean + data.std**2 / (data.std**2 + s**2) * (x - data.mean))) / s
 
     return model
+
+
+def v_model(data: GaussianData):
+    """A perfect v-prediction "UNet" for Gaussian data: v = alpha_t * eps - sigma_t * x0 (variance-preserving)."""
+    eps_model = epsilon_model(data)
+
+    def model(x_in: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        s = torch.as_tensor(sigma, dtype=x_in.dtype)
+        s = s.reshape(s.shape[:1] + (1,) * (x_in.ndim - 1)) if s.ndim else s
+        eps = eps_model(x_in, sigma)
+        x = x_in * torch.sqrt(s**2 + 1)
+        x0 = x - s * eps
+        return (eps - s * x0) / torch.sqrt(s**2 + 1)
+
+    return model

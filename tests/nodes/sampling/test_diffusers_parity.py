@@ -16,6 +16,7 @@ from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
+    DPMSolverSinglestepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
@@ -24,7 +25,7 @@ from diffusers import (
     LMSDiscreteScheduler,
     UniPCMultistepScheduler,
 )
-from sampling_analytic import SD15_SCHEDULER_CONFIG, GaussianData, epsilon_model, latent
+from sampling_analytic import SD15_SCHEDULER_CONFIG, GaussianData, epsilon_model, latent, v_model
 
 from nodes.sampling import DiscreteModelSampling, get_sampler, get_sigmas
 
@@ -223,3 +224,54 @@ def test_dpm_2_ancestral_matches_kdpm2_ancestral_discrete(ms: DiscreteModelSampl
 
     expected = run_k_scheduler(scheduler, x, sigma_of, generator=generator())
     assert_same(ours(ms, "dpm_2_ancestral", x, sigmas), expected)
+
+
+def test_dpmpp_2s_ancestral_without_noise_matches_second_order_dpmsolver_singlestep(ms: DiscreteModelSampling) -> None:
+    """With eta = 0 it is DPM-Solver++(2S): singlestep order 2 through each lambda-midpoint, Euler to 0 at the end."""
+    sigmas = get_sigmas(ms, "karras", 6)
+    interleaved: list[float] = []
+    for sigma, sigma_next in zip(sigmas[:-2].tolist(), sigmas[1:-1].tolist()):
+        interleaved += [sigma, math.sqrt(sigma * sigma_next)]
+    interleaved += [float(sigmas[-2]), 0.0]
+    scheduler = DPMSolverSinglestepScheduler.from_config(
+        SD15_SCHEDULER_CONFIG, solver_order=2, algorithm_type="dpmsolver++", solver_type="midpoint",
+        lower_order_final=True, final_sigmas_type="zero",
+    )
+    scheduler.set_timesteps(len(interleaved) - 1)
+    assert scheduler.order_list == [1, 2] * 5 + [1]
+    # Our schedule replaces diffusers' own; its timesteps only label the steps.
+    scheduler.sigmas = torch.tensor(interleaved)
+    x = latent(52) * sigmas[0]
+    expected = run_vp_scheduler(scheduler, x, interleaved)
+    assert_same(ours(ms, "dpmpp_2s_ancestral", x, sigmas, eta=0.0), expected)
+
+
+@pytest.mark.parametrize("name", ["euler", "dpmpp_2m"])
+def test_v_prediction_models_match_diffusers(name: str) -> None:
+    config = dict(SD15_SCHEDULER_CONFIG, prediction_type="v_prediction")
+    ms = DiscreteModelSampling.from_config(config)
+    model = v_model(DATA)
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return ms.calculate_denoised(sigma, model(ms.calculate_input(sigma, x), sigma), x)
+
+    sigmas = get_sigmas(ms, "karras", 10)
+    x = latent(53) * sigmas[0]
+    if name == "euler":
+        scheduler = EulerDiscreteScheduler.from_config(config)
+        scheduler.set_timesteps(sigmas=sigmas.tolist())
+        sample = x
+        for t in scheduler.timesteps:
+            out = model(scheduler.scale_model_input(sample, t), float(scheduler.sigmas[scheduler.step_index]))
+            sample = scheduler.step(out, t, sample).prev_sample
+        expected = sample
+    else:
+        scheduler = DPMSolverMultistepScheduler.from_config(config, use_karras_sigmas=True, final_sigmas_type="zero")
+        scheduler.set_timesteps(10)
+        sigmas = scheduler.sigmas.float()
+        x = latent(53) * sigmas[0]
+        sample = x / math.sqrt(1 + float(sigmas[0]) ** 2)
+        for i, t in enumerate(scheduler.timesteps):
+            sample = scheduler.step(model(sample, float(sigmas[i])), t, sample).prev_sample
+        expected = sample
+    assert_same(get_sampler(name).sample(denoise, x, sigmas), expected)
