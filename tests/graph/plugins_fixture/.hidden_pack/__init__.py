@@ -1,0 +1,1 @@
+raise RuntimeError("a hidden folder must never be imported")

@@ -1,0 +1,1 @@
+raise OSError("prestartup could not prepare its cache")

@@ -1,0 +1,2 @@
+// The good fixture plugin's browser extension.
+export const GOOD_PACK = "good_pack";

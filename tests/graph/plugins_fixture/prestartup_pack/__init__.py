@@ -1,0 +1,2 @@
+"""A plugin with a prestartup script."""
+NODE_CLASS_MAPPINGS = {}

@@ -1,0 +1,2 @@
+"""A plugin that fails while importing."""
+raise RuntimeError("the pack is broken on purpose")

@@ -1,0 +1,1 @@
+raise RuntimeError("a .disabled plugin must never be imported")
