@@ -58,24 +58,27 @@ class KeyBuilder:
         self._keys: dict[str, str] = {}
 
     def key(self, node_id: str) -> str:
-        # Iterative post-order walk: a chain of thousands of nodes must not hit the recursion limit.
         known = self._keys.get(node_id)
         if known is not None:
             return known
-        stack, on_stack = [node_id], {node_id}
+        # Iterative post-order walk: a chain of thousands of nodes must not hit the recursion limit.
+        # `on_path` holds the nodes whose inputs are being keyed; meeting one again is a cycle, and
+        # the node that closes it gets a fresh key (it never matches, so it always runs).
+        stack: list[tuple[str, bool]] = [(node_id, False)]
+        on_path: set[str] = set()
         while stack:
-            current = stack[-1]
+            current, inputs_done = stack.pop()
             if current in self._keys:
-                on_stack.discard(stack.pop())
                 continue
-            missing = [link.node for link in self.nodes[current].links().values()
-                       if link.node not in self._keys and link.node in self.nodes and link.node not in on_stack]
-            if missing:
-                stack.extend(missing)
-                on_stack.update(missing)
+            if inputs_done:
+                on_path.discard(current)
+                self._keys[current] = self._compute(current)
                 continue
-            self._keys[current] = self._compute(current)
-            on_stack.discard(stack.pop())
+            on_path.add(current)
+            stack.append((current, True))
+            for link in self.nodes[current].links().values():
+                if link.node in self.nodes and link.node not in self._keys and link.node not in on_path:
+                    stack.append((link.node, False))
         return self._keys[node_id]
 
     def _compute(self, node_id: str) -> str:

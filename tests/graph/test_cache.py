@@ -104,3 +104,17 @@ def test_estimate_counts_shared_storage_once() -> None:
     view = t[10:20]
     assert estimate_nbytes([t, view, {"samples": t}]) == 4000
     assert estimate_nbytes([torch.zeros(10, dtype=torch.float16)]) == 20
+
+
+def test_shared_upstream_nodes_get_stable_keys() -> None:
+    """A diamond (one node feeding two that meet again) is not a cycle: every key is content-addressed."""
+    diamond = {"1": {"class_type": "Number", "inputs": {"value": 1}},
+               "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["1", 0]}},
+               "3": {"class_type": "Scale", "inputs": {"value": ["1", 0], "factor": 2.0}},
+               "4": {"class_type": "Describe", "inputs": {"value": ["3", 0], "mode": "short", "prefix": "",
+                                                          "loud": False}},
+               "5": {"class_type": "Add", "inputs": {"a": ["2", 0], "b": ["4", 1]}},
+               "6": {"class_type": "Show", "inputs": {"value": ["5", 0]}}}
+    first, second = keys_of(diamond), keys_of(diamond)
+    assert first == second
+    assert not any(k.startswith("unique:") for k in first.values())
