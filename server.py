@@ -112,18 +112,27 @@ def build_folders(options: ServerOptions) -> Any:
 
 def build_runtime(options: ServerOptions) -> tuple[NodeRegistry, Any, ServerRuntime]:
     """Devices, folders, node runtime, built-in nodes, plugins and extra node modules for this process."""
-    from nodes import device  # noqa: PLC0415
     from nodes import runtime as node_runtime  # noqa: PLC0415
 
-    device.configure(cpu=options.cpu)
     folders = build_folders(options)
     rt = node_runtime.configure(folders, write_metadata=not options.disable_metadata,
                                 preview_method=options.preview_method, preview_max_size=options.preview_size)
     registry = NodeRegistry()
-    load_builtin_nodes(registry)
-    extensions = load_custom_nodes(registry, options)
+    runtime = ServerRuntime()
+    if not options.skip_builtin_nodes:
+        runtime = model_runtime(options, rt)
+        load_builtin_nodes(registry)
+    runtime.extensions = load_custom_nodes(registry, options)
     for spec in options.extra_nodes:
         register_module(registry, import_node_module(spec))
+    return registry, folders, runtime
+
+
+def model_runtime(options: ServerOptions, rt: Any) -> ServerRuntime:
+    """The torch side the server reports on and frees: device, model manager, library versions."""
+    from nodes import device  # noqa: PLC0415
+
+    device.configure(cpu=options.cpu)
 
     def free_models(unload_models: bool, free_memory: bool) -> None:
         rt.models.free(unload_all=unload_models)
@@ -143,10 +152,8 @@ def build_runtime(options: ServerOptions) -> tuple[NodeRegistry, Any, ServerRunt
         return {"pytorch_version": torch.__version__, "diffusers_version": diffusers.__version__,
                 "transformers_version": transformers.__version__}
 
-    runtime = ServerRuntime(free_models=free_models, model_stats=lambda: rt.models.stats(), devices=devices,
-                            system_info=system_info, on_out_of_memory=lambda: rt.models.on_out_of_memory(),
-                            extensions=extensions)
-    return registry, folders, runtime
+    return ServerRuntime(free_models=free_models, model_stats=lambda: rt.models.stats(), devices=devices,
+                         system_info=system_info, on_out_of_memory=lambda: rt.models.on_out_of_memory())
 
 
 def run_server(argv: list[str]) -> int:

@@ -53,6 +53,7 @@ class ServerOptions:
     history_max: int = 10_000
     requeue_on_crash: bool = False
     extra_nodes: list[str] = field(default_factory=list)
+    skip_builtin_nodes: bool = False
 
     @property
     def output_dir(self) -> Path:
@@ -210,7 +211,9 @@ def build_parser(prog: str = "server.py") -> argparse.ArgumentParser:
                           "marking it interrupted")
     run.add_argument("--disable-all-custom-nodes", action="store_true", help="load no plugin from custom_nodes/")
     run.add_argument("--disable-metadata", action="store_true", help="write no workflow into saved images")
+    # For tests of the server itself: load only --extra-nodes (no built-in nodes, no torch).
     run.add_argument("--extra-nodes", action="append", default=[], metavar="MODULE", help=argparse.SUPPRESS)
+    run.add_argument("--skip-builtin-nodes", action="store_true", help=argparse.SUPPRESS)
     misc = p.add_argument_group("diagnostics")
     misc.add_argument("--verbose", nargs="?", const="DEBUG", default="INFO", choices=LOG_LEVELS,
                       help="log level (the bare flag means DEBUG)")
@@ -236,7 +239,8 @@ def options_from_namespace(ns: argparse.Namespace, default_base: Path | None = N
         disable_all_custom_nodes=ns.disable_all_custom_nodes, disable_metadata=ns.disable_metadata,
         front_end_root=ns.front_end_root, verbose=ns.verbose, quick_test_for_ci=ns.quick_test_for_ci,
         auth_token=ns.auth_token or os.environ.get(TOKEN_ENV) or None, history_max=ns.history_max,
-        requeue_on_crash=ns.requeue_on_crash, extra_nodes=list(ns.extra_nodes))
+        requeue_on_crash=ns.requeue_on_crash, extra_nodes=list(ns.extra_nodes),
+        skip_builtin_nodes=ns.skip_builtin_nodes)
 
 
 def parse_server_args(argv: Sequence[str], default_base: Path | None = None) -> ServerOptions:

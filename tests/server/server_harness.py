@@ -64,7 +64,8 @@ def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tu
     for name, value in fields.items():
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
     for name, (filename, content) in files.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+        quoted = filename.replace("\\", "\\\\").replace('"', '\\"')  # a quoted-string escapes both
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{quoted}"\r\n'
                      f"Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n")
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
@@ -101,7 +102,7 @@ class ServerProcess:
         self.lines = []
         self._listening.clear()
         cmd = [sys.executable, str(ROOT / "server.py"), "--port", "0", "--base-directory", str(self.base),
-               "--extra-nodes", TEST_NODES, "--disable-all-custom-nodes", *self.args]
+               "--extra-nodes", TEST_NODES, "--skip-builtin-nodes", "--disable-all-custom-nodes", *self.args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
