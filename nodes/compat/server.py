@@ -129,14 +129,20 @@ def mount_routes(app: web.Application, routes: web.RouteTableDef | None = None,
     for route in table:
         latest.pop(_key(route), None)
         latest[_key(route)] = route
+    # aiohttp only notices a duplicate next to the route it repeats; a later one would be shadowed silently.
+    taken = {(r.method.upper(), r.resource.canonical) for r in app.router.routes() if r.resource is not None}
     problems = []
     for route in latest.values():
         for prefix in prefixes:
             definition = _prefixed(route, prefix)
+            method, path = _key(definition)
             try:
+                if (method, path) in taken or ("*", path) in taken:
+                    raise RuntimeError("the server already has this route")
                 definition.register(app.router)
             except (RuntimeError, ValueError) as exc:
-                method, path = _key(definition)
                 problems.append(f"plugin route {method} {path} not added: {exc}")
                 log.warning("plugin route %s %s not added: %s", method, path, exc)
+                continue
+            taken.add((method, path))
     return problems
