@@ -47,10 +47,14 @@ Samplers (``samplers``, ``registry``)
 -------------------------------------
 ``SAMPLER_NAMES`` (ComfyUI's order): euler, euler_ancestral, heun, dpm_2, dpm_2_ancestral, lms,
 dpmpp_2s_ancestral, dpmpp_sde, dpmpp_sde_gpu, dpmpp_2m, dpmpp_2m_sde, dpmpp_2m_sde_gpu,
-dpmpp_2m_sde_heun, dpmpp_2m_sde_heun_gpu, ddpm, lcm, ddim, uni_pc, uni_pc_bh2. ``get_sampler(name,
-**options)`` returns a fresh :class:`Sampler` (options: ``eta``/``s_noise`` for the ancestral and SDE
-samplers, ``r`` for dpmpp_sde, ``solver_type`` for dpmpp_2m_sde, ``order`` for lms). The ``*_gpu`` names
-are the same algorithms: ComfyUI only moves their Brownian noise to the GPU, ours is always drawn on CPU.
+dpmpp_2m_sde_heun, dpmpp_2m_sde_heun_gpu, dpmpp_3m_sde, dpmpp_3m_sde_gpu, ddpm, lcm, ddim, uni_pc,
+uni_pc_bh2. ``get_sampler(name, **options)`` returns a fresh :class:`Sampler` (options: ``eta`` and
+``s_noise`` for the ancestral and SDE samplers, ``r`` for dpmpp_sde, ``solver_type`` for dpmpp_2m_sde,
+``order`` for lms). The ``*_gpu`` names are the same algorithms: ComfyUI only moves their Brownian noise
+to the GPU, ours is always drawn on CPU. ComfyUI draws the SDE samplers' noise (dpmpp_sde, dpmpp_2m_sde*,
+dpmpp_3m_sde*) from a torchsde Brownian tree; ours comes from the seeded CPU stream with the same
+distribution, so those images differ from ComfyUI's for the same seed. ddpm is mathematically the
+ancestral Euler step written in the variance-preserving space (the two agree to float rounding).
 
 Every sampler is step-wise::
 

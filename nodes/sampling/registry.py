@@ -9,8 +9,8 @@ import torch
 from .model_sampling import DiscreteModelSampling
 from .samplers import (
     DDIM, DDPM, DPM2, LCM, LMS, DPM2Ancestral, DPMPP2M, DPMPP2MSDE, DPMPP2MSDEGPU, DPMPP2MSDEHeun,
-    DPMPP2MSDEHeunGPU, DPMPP2SAncestral, DPMPPSDE, DPMPPSDEGPU, Euler, EulerAncestral, Heun, Sampler, UniPC,
-    UniPCBH2,
+    DPMPP2MSDEHeunGPU, DPMPP2SAncestral, DPMPP3MSDE, DPMPP3MSDEGPU, DPMPPSDE, DPMPPSDEGPU, Euler,
+    EulerAncestral, Heun, Sampler, UniPC, UniPCBH2,
 )
 from .schedules import SCHEDULERS
 
@@ -19,7 +19,8 @@ SAMPLERS: dict[str, type[Sampler]] = {
     cls.name: cls
     for cls in (
         Euler, EulerAncestral, Heun, DPM2, DPM2Ancestral, LMS, DPMPP2SAncestral, DPMPPSDE, DPMPPSDEGPU, DPMPP2M,
-        DPMPP2MSDE, DPMPP2MSDEGPU, DPMPP2MSDEHeun, DPMPP2MSDEHeunGPU, DDPM, LCM, DDIM, UniPC, UniPCBH2,
+        DPMPP2MSDE, DPMPP2MSDEGPU, DPMPP2MSDEHeun, DPMPP2MSDEHeunGPU, DPMPP3MSDE, DPMPP3MSDEGPU, DDPM, LCM,
+        DDIM, UniPC, UniPCBH2,
     )
 }
 

@@ -7,6 +7,7 @@ from .dpm_2_ancestral import DPM2Ancestral
 from .dpmpp_2m import DPMPP2M
 from .dpmpp_2m_sde import DPMPP2MSDE, DPMPP2MSDEGPU, DPMPP2MSDEHeun, DPMPP2MSDEHeunGPU
 from .dpmpp_2s_ancestral import DPMPP2SAncestral
+from .dpmpp_3m_sde import DPMPP3MSDE, DPMPP3MSDEGPU
 from .dpmpp_sde import DPMPPSDE, DPMPPSDEGPU
 from .euler import DDIM, Euler
 from .euler_ancestral import EulerAncestral
@@ -17,7 +18,7 @@ from .uni_pc import UniPC, UniPCBH2
 
 __all__ = [
     "DDIM", "DDPM", "DPM2", "DPM2Ancestral", "DPMPP2M", "DPMPP2MSDE", "DPMPP2MSDEGPU", "DPMPP2MSDEHeun",
-    "DPMPP2MSDEHeunGPU", "DPMPP2SAncestral", "DPMPPSDE", "DPMPPSDEGPU", "Denoiser", "Euler", "EulerAncestral",
-    "Heun", "HistoryValue", "LCM", "LMS", "Sampler", "SamplerState", "StepCallback", "UniPC", "UniPCBH2",
-    "ancestral_step", "to_d",
+    "DPMPP2MSDEHeunGPU", "DPMPP2SAncestral", "DPMPP3MSDE", "DPMPP3MSDEGPU", "DPMPPSDE", "DPMPPSDEGPU", "Denoiser",
+    "Euler", "EulerAncestral", "Heun", "HistoryValue", "LCM", "LMS", "Sampler", "SamplerState", "StepCallback",
+    "UniPC", "UniPCBH2", "ancestral_step", "to_d",
 ]

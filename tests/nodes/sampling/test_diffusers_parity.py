@@ -275,3 +275,61 @@ def test_v_prediction_models_match_diffusers(name: str) -> None:
             sample = scheduler.step(model(sample, float(sigmas[i])), t, sample).prev_sample
         expected = sample
     assert_same(get_sampler(name).sample(denoise, x, sigmas), expected)
+
+
+def test_dpmpp_3m_sde_without_noise_matches_third_order_dpmsolver_multistep(ms: DiscreteModelSampling) -> None:
+    # 20 steps: below 15 diffusers also lowers the order of the penultimate step.
+    scheduler = DPMSolverMultistepScheduler.from_config(
+        SD15_SCHEDULER_CONFIG, algorithm_type="dpmsolver++", solver_order=3, solver_type="heun",
+        use_karras_sigmas=True, final_sigmas_type="zero",
+    )
+    scheduler.set_timesteps(20)
+    sigmas = scheduler.sigmas.float()
+    x = latent(54) * sigmas[0]
+    expected = run_vp_scheduler(scheduler, x, sigmas.tolist())
+    assert_same(ours(ms, "dpmpp_3m_sde", x, sigmas, eta=0.0), expected)
+
+
+class ExactSDEThirdOrder(DPMSolverMultistepScheduler):
+    """diffusers' SDE-DPM-Solver++(3M) with the second-difference weight of the exact integral.
+
+    Integrating 2 exp(-2(h - u)) u^2 / 2 over [0, h] gives the D2 weight alpha_t * (0.5 - phi_2 / (2h)),
+    phi_2 = 1 - (1 - exp(-2h)) / (2h), which k-diffusion uses; diffusers 0.42.1 writes -(0.5 + phi_2 / (2h)).
+    The rest of the update is diffusers' own.
+    """
+
+    def multistep_dpm_solver_third_order_update(self, model_output_list, *args, sample=None, noise=None, **kwargs):
+        i = self.step_index
+        (alpha_t, sigma_t), (alpha_0, sigma_0), (alpha_1, sigma_1), (alpha_2, sigma_2) = (
+            self._sigma_to_alpha_sigma_t(self.sigmas[k]) for k in (i + 1, i, i - 1, i - 2)
+        )
+        lambda_t, lambda_0 = torch.log(alpha_t / sigma_t), torch.log(alpha_0 / sigma_0)
+        lambda_1, lambda_2 = torch.log(alpha_1 / sigma_1), torch.log(alpha_2 / sigma_2)
+        h = lambda_t - lambda_0
+        r0, r1 = (lambda_0 - lambda_1) / h, (lambda_1 - lambda_2) / h
+        m0, m1, m2 = model_output_list[-1], model_output_list[-2], model_output_list[-3]
+        d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
+        d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        phi_2 = torch.expm1(-2 * h) / (2 * h) + 1
+        return (
+            (sigma_t / sigma_0 * torch.exp(-h)) * sample
+            - alpha_t * torch.expm1(-2 * h) * m0
+            + alpha_t * phi_2 * d1
+            + alpha_t * (0.5 - phi_2 / (2 * h)) * d2
+            + sigma_t * torch.sqrt(-torch.expm1(-2 * h)) * noise
+        )
+
+
+def test_dpmpp_3m_sde_matches_sde_dpmsolver_multistep_with_the_exact_second_difference_weight(
+    ms: DiscreteModelSampling,
+) -> None:
+    scheduler = ExactSDEThirdOrder.from_config(
+        SD15_SCHEDULER_CONFIG, algorithm_type="sde-dpmsolver++", solver_order=3, solver_type="heun",
+        use_karras_sigmas=True, final_sigmas_type="zero",
+    )
+    scheduler.set_timesteps(20)
+    sigmas = scheduler.sigmas.float()
+    x = latent(55) * sigmas[0]
+    expected = run_vp_scheduler(scheduler, x, sigmas.tolist(), generator=generator())
+    assert_same(ours(ms, "dpmpp_3m_sde", x, sigmas), expected)

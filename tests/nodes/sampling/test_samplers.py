@@ -77,7 +77,7 @@ def test_stochastic_samplers_keep_point_mass_marginals(ms: DiscreteModelSampling
 
 @pytest.mark.parametrize(
     ("name", "options"),
-    [(name, {}) for name in DETERMINISTIC] + [(name, {"eta": 0.0}) for name in ETA_ZERO],
+    [(name, {}) for name in DETERMINISTIC] + [(name, {"eta": 0.0}) for name in [*ETA_ZERO, "dpmpp_3m_sde"]],
 )
 def test_ode_samplers_solve_the_gaussian_probability_flow(ms: DiscreteModelSampling, name: str, options: dict) -> None:
     sigmas = sigmas_for(ms, name, 40)
