@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from graph import context
+from graph.plugins import PluginReport
 
-__all__ = ["PromptServer", "mount_routes"]
+__all__ = ["PLUGIN_REPORT", "PromptServer", "attach_plugins", "mount_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -145,4 +146,45 @@ def mount_routes(app: web.Application, routes: web.RouteTableDef | None = None,
                 log.warning("plugin route %s %s not added: %s", method, path, exc)
                 continue
             taken.add((method, path))
+    return problems
+
+
+PLUGIN_REPORT = web.AppKey("diffloom_plugin_report", PluginReport)
+
+
+async def plugin_report(request: web.Request) -> web.Response:
+    """GET /diffloom/plugins: every plugin with its status, cause, nodes, timing and web folder."""
+    report = request.app.get(PLUGIN_REPORT) or PluginReport()
+    return web.json_response(report.to_json())
+
+
+def attach_plugins(app: web.Application, report: PluginReport) -> list[str]:
+    """Serve loaded plugins on a diffloom app (before it starts); returns route problems.
+
+    Adds `GET /diffloom/plugins` (and under /api), the plugins' web folders to `/extensions`, their
+    `PromptServer.instance.routes` (bare and under /api), and binds `send_sync` to the app's
+    websocket hub and `interrupt_current_processing` to its worker.
+    """
+    from graph.server.state import STATE  # noqa: PLC0415 - only when a server is assembled
+
+    from .comfy import model_management  # noqa: PLC0415
+
+    state = app[STATE]
+    app[PLUGIN_REPORT] = report
+    state.runtime.extensions.update(report.web_directories())
+    for prefix in ("", "/api"):
+        app.router.add_get(prefix + "/diffloom/plugins", plugin_report)
+    problems = mount_routes(app)
+    hub, worker = state.hub, state.worker
+
+    def broadcast(event: str, data: Any, sid: str | None) -> None:
+        hub.call_threadsafe(hub.send, event, data, sid)
+
+    PromptServer.instance.bind(app=app, broadcast=broadcast)
+
+    async def remember_loop(app: web.Application) -> None:
+        PromptServer.instance.loop = asyncio.get_running_loop()
+
+    app.on_startup.append(remember_loop)
+    model_management.set_interrupt_handler(lambda value: worker.interrupt() if value else None)
     return problems

@@ -394,7 +394,7 @@ def test_v1_execution_blocker(loaded: Loaded) -> None:
 
 
 def test_v1_hidden_inputs_progress_and_send_sync(loaded: Loaded) -> None:
-    prompt = {"7": {"class_type": "V1Progress", "inputs": {"steps": 2}},
+    prompt = {"7": {"class_type": "V1Progress", "inputs": {"steps": 2, "delay": 0.0}},
               "8": {"class_type": "V1ShowText", "inputs": {"value": ["7", 0]}}}
     result, events = run(loaded, prompt, extra_data={"extra_pnginfo": {"workflow": {}}, "client_id": "c1"})
     assert result.ok, result.error

@@ -34,6 +34,18 @@ async def ping(request: web.Request) -> web.Response:
     return web.json_response({"pong": True, "nodes": sorted(NODE_CLASS_MAPPINGS)})
 
 
+@PromptServer.instance.routes.post("/v1_pack/announce")
+async def announce(request: web.Request) -> web.Response:
+    PromptServer.instance.send_sync("v1_pack.announce", await request.json())
+    return web.json_response({"sent": True})
+
+
+@PromptServer.instance.routes.post("/v1_pack/stop")
+async def stop(request: web.Request) -> web.Response:
+    comfy.model_management.interrupt_current_processing()
+    return web.json_response({"stopping": True})
+
+
 class V1Number(ComfyNodeABC):
     CATEGORY = "v1_pack"
     DESCRIPTION = "A number"
@@ -183,11 +195,13 @@ class V1Progress:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"steps": ("INT", {"default": 3, "min": 1})}}
+        return {"required": {"steps": ("INT", {"default": 3, "min": 1}),
+                             "delay": ("FLOAT", {"default": 0.0, "min": 0.0})}}
 
-    def run(self, steps):
+    def run(self, steps, delay):
         bar = comfy.utils.ProgressBar(steps)
         for _ in range(steps):
+            time.sleep(delay)
             bar.update(1)
         return (steps,)
 
