@@ -428,7 +428,7 @@ def load_diffusers_folder(path: PathLike, *, parts: Iterable[str] = PARTS, dtype
                           prediction_type: str | None = None) -> CheckpointParts:
     """A diffusers pipeline folder (with model_index.json), loaded from disk only."""
     from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: PLC0415
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: PLC0415
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection  # noqa: PLC0415
 
     folder = Path(path)
     parts = tuple(parts)
@@ -478,9 +478,7 @@ def load_diffusers_folder(path: PathLike, *, parts: Iterable[str] = PARTS, dtype
                 for role, (enc_name, tok_name) in zip(_folder_roles(family), [s for s in slots if present(s[0])]):
                     cls = CLIPTextModelWithProjection if role == "clip_g" else CLIPTextModel
                     encoders.append(_ready(cls.from_pretrained(folder / enc_name, dtype=dt, local_files_only=True), dev))
-                    tok_dir = folder / tok_name
-                    tokenizers.append(CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True)
-                                      if tok_dir.is_dir() else clip_tokenizer(role))
+                    tokenizers.append(_folder_tokenizer(folder / tok_name, role, extra["notes"]))
                     roles.append(role)
                     # diffusers folders store SD2's encoder already cut at the penultimate layer.
                     defaults.append({"layer": -1, "final_norm": True} if family == "sd2"
@@ -492,6 +490,31 @@ def load_diffusers_folder(path: PathLike, *, parts: Iterable[str] = PARTS, dtype
                            tokenizers=tokenizers,
                            scheduler_config=scheduler_config(prediction, zero_snr=extra["zero_snr"]),
                            path=str(folder), extra=extra)
+
+
+def _folder_tokenizer(tok_dir: Path, role: str, notes: list[str]) -> Any:
+    """The shipped tokenizer unless the folder's has a different vocabulary (e.g. added embedding tokens).
+
+    A saved OpenCLIP tokenizer comes back with `!` registered as a special token, which would cut
+    every `!` out of prompts, so the standard vocabulary is always served from our own files.
+    """
+    from transformers import CLIPTokenizer  # noqa: PLC0415
+
+    if not tok_dir.is_dir():
+        return clip_tokenizer(role)
+    vocab_file = tok_dir / "vocab.json"
+    tok_file = tok_dir / "tokenizer.json"
+    size = None
+    if vocab_file.is_file():
+        size = len(json.loads(vocab_file.read_text(encoding="utf-8")))
+    elif tok_file.is_file():
+        data = json.loads(tok_file.read_text(encoding="utf-8"))
+        size = len(data.get("model", {}).get("vocab", {})) + sum(
+            1 for t in data.get("added_tokens", []) if t.get("id", 0) >= 49408)
+    if size == 49408:
+        return clip_tokenizer(role)
+    notes.append(f"{tok_dir}: tokenizer with {size} tokens loaded from the folder")
+    return CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True)
 
 
 def _folder_roles(family: str) -> list[str]:

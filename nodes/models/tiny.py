@@ -2,7 +2,7 @@
 
 Every tiny model has the real structure of its family (UNet levels with and without attention,
 a 4-level VAE that downsamples by 8, CLIP text encoders with the real 49,408-token vocabulary and
-tokenizer) at a width of 32, so prompts tokenise as in real models and a whole 64x64 txt2img run
+tokenizer) at a width of 32 or 64, so prompts tokenise as in real models and a whole 64x64 txt2img run
 takes a fraction of a second on a CPU. Weights are deterministic for a seed, and every tensor is
 perturbed so that no two weights are equal (a swapped key shows up in round-trip tests).
 """
@@ -22,6 +22,7 @@ from nodes.models.tokenizers import tokenizer_for_role
 
 VOCAB = 49408
 TINY_WIDTH = 32
+TINY_G_WIDTH = 64
 SDXL_ADD_TIME = detect.SDXL_TIME_EMBED_DIM
 
 
@@ -29,9 +30,14 @@ SDXL_ADD_TIME = detect.SDXL_TIME_EMBED_DIM
 
 
 def tiny_text_encoder_config(role: str) -> dict[str, Any]:
-    """A 2-layer, 32-wide CLIP text encoder of `role` (clip_l: quick_gelu; clip_h/clip_g: gelu)."""
-    return {"vocab_size": VOCAB, "hidden_size": TINY_WIDTH, "intermediate_size": 64, "projection_dim": TINY_WIDTH,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 77,
+    """A 2-layer CLIP text encoder of `role`: 32 wide (clip_g: 64), quick_gelu for clip_l, gelu otherwise.
+
+    SDXL's two encoders must differ in width, as the real ones do (768 and 1280): diffusers' single-file
+    loader tells them apart by it.
+    """
+    width = TINY_G_WIDTH if role == "clip_g" else TINY_WIDTH
+    return {"vocab_size": VOCAB, "hidden_size": width, "intermediate_size": 2 * width, "projection_dim": width,
+            "num_hidden_layers": 2, "num_attention_heads": 4 if width == 32 else 1, "max_position_embeddings": 77,
             "hidden_act": "quick_gelu" if role == "clip_l" else "gelu", "layer_norm_eps": 1e-5,
             "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}
 
@@ -53,13 +59,13 @@ def tiny_unet_config(family: str, *, in_channels: int = 4, v_prediction: bool = 
                       attention_head_dim=[1, 1], use_linear_projection=True, transformer_layers_per_block=[1, 1],
                       upcast_attention=v_prediction)
     elif family in ("sdxl", "sdxl_refiner"):
-        context = 2 * TINY_WIDTH if family == "sdxl" else TINY_WIDTH
+        context = TINY_WIDTH + TINY_G_WIDTH if family == "sdxl" else TINY_G_WIDTH
         time_ids = 6 if family == "sdxl" else 5
         config.update(sample_size=128, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
                       up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], cross_attention_dim=context,
                       attention_head_dim=[1, 1], use_linear_projection=True, transformer_layers_per_block=[1, 2],
                       addition_embed_type="text_time", addition_time_embed_dim=SDXL_ADD_TIME,
-                      projection_class_embeddings_input_dim=TINY_WIDTH + time_ids * SDXL_ADD_TIME)
+                      projection_class_embeddings_input_dim=TINY_G_WIDTH + time_ids * SDXL_ADD_TIME)
     else:
         raise ValueError(f"tiny_unet_config: family {family!r} is not one of {detect.FAMILIES}")
     return config
@@ -159,6 +165,8 @@ def _perturb(module: torch.nn.Module, generator: torch.Generator, scale: float =
     """Make every tensor distinct (default inits leave norms at 1/0 and some biases at 0)."""
     with torch.no_grad():
         for param in module.parameters():
+            if param.device.type == "meta":  # shapes only (e.g. built under init_empty_weights)
+                continue
             param.add_(torch.randn(param.shape, generator=generator, dtype=param.dtype) * scale)
 
 

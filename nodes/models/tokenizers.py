@@ -1,7 +1,10 @@
 """CLIP tokenizers built from the BPE vocabulary that ships with diffloom (no download, no hub).
 
 SD1's CLIP-L and the OpenCLIP encoders of SD2 and SDXL share one vocabulary (49,408 tokens); they
-differ in the padding token: SD1 pads with `<|endoftext|>`, OpenCLIP pads with `!` (id 0).
+differ in the padding token: SD1 pads with `<|endoftext|>`, OpenCLIP pads with `!` (id 0). As in
+OpenCLIP's own tokenizer, a `!` in the text still tokenises as ordinary text (`!!` is one token, 748):
+the pad token is set after construction so that it is not registered as an added token, which
+transformers would cut out of the text.
 """
 from __future__ import annotations
 
@@ -50,7 +53,9 @@ def _build(kind: str) -> CLIPTokenizer:
     from transformers import CLIPTokenizer  # noqa: PLC0415 - transformers is slow to import
 
     vocab, merges = _vocabulary()
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=_PAD[kind], model_max_length=MAX_LENGTH)
+    tokenizer = CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=MAX_LENGTH)
+    tokenizer.pad_token = _PAD[kind]
+    return tokenizer
 
 
 def tokenizer_for_role(role: str) -> CLIPTokenizer:
