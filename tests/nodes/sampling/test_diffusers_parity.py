@@ -25,9 +25,15 @@ from diffusers import (
     LMSDiscreteScheduler,
     UniPCMultistepScheduler,
 )
-from sampling_analytic import SD15_SCHEDULER_CONFIG, GaussianData, epsilon_model, latent, v_model
 
 from nodes.sampling import DiscreteModelSampling, get_sampler, get_sigmas
+from tests.nodes.sampling.sampling_analytic import (
+    SD15_SCHEDULER_CONFIG,
+    GaussianData,
+    epsilon_model,
+    latent,
+    v_model,
+)
 
 # diffusers' schedulers trip numpy 2 deprecations inside diffusers itself.
 pytestmark = [

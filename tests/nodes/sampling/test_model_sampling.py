@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 from diffusers import DDPMScheduler
-from sampling_analytic import SD15_SCHEDULER_CONFIG, latent
 
 from nodes.sampling import DiscreteModelSampling
+from tests.nodes.sampling.sampling_analytic import SD15_SCHEDULER_CONFIG, latent
 
 
 def test_sigma_table_matches_diffusers_alphas_cumprod(ms: DiscreteModelSampling) -> None:

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 import torch
-from sampling_analytic import GaussianData, constant_denoiser, latent
 
 from nodes.sampling import SAMPLER_NAMES, DiscreteModelSampling, SamplerState, get_sampler, get_sigmas, prepare_noise
 from nodes.sampling.samplers.uni_pc import FINAL_SIGMA
+from tests.nodes.sampling.sampling_analytic import GaussianData, constant_denoiser, latent
 
 # diffusers' schedulers trip numpy 2 deprecations inside diffusers itself.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers")

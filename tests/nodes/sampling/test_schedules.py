@@ -9,10 +9,10 @@ import pytest
 import scipy.special
 import torch
 from diffusers import DDIMScheduler
-from sampling_analytic import SD15_SCHEDULER_CONFIG
 
 from nodes.sampling import SCHEDULER_NAMES, SCHEDULERS, DiscreteModelSampling, get_sigmas
 from nodes.sampling.schedules import linear_quadratic
+from tests.nodes.sampling.sampling_analytic import SD15_SCHEDULER_CONFIG
 
 STEP_COUNTS = [1, 2, 3, 10, 33, 100]
 

@@ -1,0 +1,1 @@
+"""Tests of nodes/sampling: model sampling, schedules, samplers, noise."""
