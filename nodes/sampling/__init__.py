@@ -36,7 +36,9 @@ timestep), ``log_sigmas``, ``alphas_cumprod`` (float64), ``sigma_min``, ``sigma_
 Schedules (``schedules``, ``registry``)
 ---------------------------------------
 ``SCHEDULER_NAMES`` = simple, sgm_uniform, karras, exponential, ddim_uniform, beta, normal,
-linear_quadratic, kl_optimal; each ``SCHEDULERS[name](model_sampling, steps) -> sigmas``.
+linear_quadratic, kl_optimal; each ``SCHEDULERS[name](model_sampling, steps) -> sigmas``, ``steps + 1``
+long except where ComfyUI's own rule gives another length: ``ddim_uniform`` (stride ``1000 // steps``,
+e.g. 32 sigmas for 30 steps) and ``beta`` (repeated table indices dropped, only for very many steps).
 ``get_sigmas(model_sampling, scheduler_name, steps, denoise=1.0, sampler_name=None)`` applies ComfyUI's
 conventions: ``denoise < 1`` runs ``int(steps / denoise)`` steps and keeps the last ``steps + 1``;
 ``denoise <= 0`` gives an empty tensor; with a ``sampler_name`` whose ``discard_penultimate_sigma`` is set
@@ -55,6 +57,13 @@ to the GPU, ours is always drawn on CPU. ComfyUI draws the SDE samplers' noise (
 dpmpp_3m_sde*) from a torchsde Brownian tree; ours comes from the seeded CPU stream with the same
 distribution, so those images differ from ComfyUI's for the same seed. ddpm is mathematically the
 ancestral Euler step written in the variance-preserving space (the two agree to float rounding).
+
+Where a diffusers scheduler computes exactly our update on explicit sigmas through its public API, it
+does the work: euler and ddim step through ``EulerDiscreteScheduler`` (``set_timesteps(sigmas=...)``).
+The others are our own step code, cross-checked in the tests against EulerAncestral, Heun, KDPM2,
+KDPM2Ancestral, LMS, DPMSolverMultistep (2M, 2M SDE, 3M), DPMSolverSinglestep, DDIM, DDPM and UniPC
+on the same sigmas and model (those schedulers keep their history in the scheduler object, mostly lack an
+explicit-sigma API, and differ from ComfyUI at the schedule ends).
 
 Every sampler is step-wise::
 
