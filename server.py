@@ -27,12 +27,11 @@ os.environ.setdefault("GOMP_SPINCOUNT", "0")
 
 from graph.registry import NodeRegistry  # noqa: E402
 from graph.server import ServerOptions, ServerRuntime, create_app, parse_server_args, serve  # noqa: E402
+# ComfyUI plugins write `from server import PromptServer`; a process that imported this file as
+# `server` must give them the facade too.
+from nodes.compat.server import PromptServer  # noqa: E402, F401
 
 log = logging.getLogger("diffloom")
-
-# Used until nodes/ offers one loader for its modules; each is optional so a half-built pack still serves.
-BUILTIN_NODE_MODULES = ("nodes.latent", "nodes.conditioning", "nodes.image", "nodes.loaders", "nodes.text",
-                        "nodes.sampling", "nodes.vae", "nodes.control", "nodes.depth")
 
 
 def setup_logging(level: str) -> None:
@@ -66,33 +65,11 @@ def register_module(registry: NodeRegistry, module: ModuleType) -> int:
     return count
 
 
-def load_builtin_nodes(registry: NodeRegistry) -> None:
-    import nodes  # noqa: PLC0415
+def load_custom_nodes(registry: NodeRegistry, folders: Any, options: ServerOptions) -> Any:
+    """Plugins from custom_nodes/ (each isolated; a broken one is reported, never fatal)."""
+    from nodes.compat import load_custom_nodes as load_plugins  # noqa: PLC0415
 
-    loader = getattr(nodes, "load_builtin_nodes", None)
-    if callable(loader):
-        loader(registry)
-        return
-    for name in BUILTIN_NODE_MODULES:
-        if importlib.util.find_spec(name) is None:
-            continue
-        try:
-            register_module(registry, importlib.import_module(name))
-        except Exception:  # noqa: BLE001 - one broken node module must not stop the server
-            log.exception("built-in node module %s failed to load; its nodes are missing", name)
-
-
-def load_custom_nodes(registry: NodeRegistry, options: ServerOptions) -> dict[str, Path]:
-    """Plugins from custom_nodes/ (through graph.plugins when present); returns their web folders."""
-    if options.disable_all_custom_nodes or importlib.util.find_spec("graph.plugins") is None:
-        return {}
-    plugins = importlib.import_module("graph.plugins")
-    loader = getattr(plugins, "load_custom_nodes", None)
-    if not callable(loader):
-        return {}
-    loaded = loader(registry, options.base_directory / "custom_nodes")
-    web_dirs = getattr(loaded, "web_directories", None)
-    return dict(web_dirs) if isinstance(web_dirs, dict) else {}
+    return load_plugins(registry, folders=folders, disabled=options.disable_all_custom_nodes)
 
 
 def build_folders(options: ServerOptions) -> Any:
@@ -110,8 +87,8 @@ def build_folders(options: ServerOptions) -> Any:
     return folders
 
 
-def build_runtime(options: ServerOptions) -> tuple[NodeRegistry, Any, ServerRuntime]:
-    """Devices, folders, node runtime, built-in nodes, plugins and extra node modules for this process."""
+def build_runtime(options: ServerOptions) -> tuple[NodeRegistry, Any, ServerRuntime, Any]:
+    """(registry, folders, runtime, plugin report): devices, folders, nodes, plugins and extra node modules."""
     from nodes import runtime as node_runtime  # noqa: PLC0415
 
     folders = build_folders(options)
@@ -120,11 +97,18 @@ def build_runtime(options: ServerOptions) -> tuple[NodeRegistry, Any, ServerRunt
     registry = NodeRegistry()
     runtime = ServerRuntime()
     if not options.skip_builtin_nodes:
+        import nodes  # noqa: PLC0415
+
         runtime = model_runtime(options, rt)
-        load_builtin_nodes(registry)
-    runtime.extensions = load_custom_nodes(registry, options)
+        nodes.register_builtin_nodes(registry)
+    report = load_custom_nodes(registry, folders, options)
     for spec in options.extra_nodes:
         register_module(registry, import_node_module(spec))
+    return registry, folders, runtime, report
+
+
+def setup_for_runner(options: ServerOptions) -> tuple[NodeRegistry, Any, ServerRuntime]:
+    registry, folders, runtime, _report = build_runtime(options)
     return registry, folders, runtime
 
 
@@ -159,12 +143,17 @@ def model_runtime(options: ServerOptions, rt: Any) -> ServerRuntime:
 def run_server(argv: list[str]) -> int:
     options = parse_server_args(argv, default_base=ROOT)
     setup_logging(options.verbose)
-    registry, folders, runtime = build_runtime(options)
+    registry, folders, runtime, report = build_runtime(options)
     log.info("%d node types loaded", len(registry))
     if options.quick_test_for_ci:
         print(f"diffloom: {len(registry)} node types loaded; quick test done", flush=True)
         return 0
     app = create_app(options, registry, folders, runtime=runtime)
+    if not options.skip_builtin_nodes:
+        from nodes.compat.server import attach_plugins  # noqa: PLC0415 - binds comfy's interrupt (torch)
+
+        for problem in attach_plugins(app, report):
+            log.warning("%s", problem)
 
     def ready(urls: list[str]) -> None:
         print(f"diffloom listening on {', '.join(urls)}", flush=True)
@@ -178,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["run"]:
         from graph.runner import main as run_main  # noqa: PLC0415
 
-        return run_main(argv[1:], setup=build_runtime, default_base=ROOT, prog="server.py run")
+        return run_main(argv[1:], setup=setup_for_runner, default_base=ROOT, prog="server.py run")
     return run_server(argv)
 
 

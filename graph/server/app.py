@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..cache import OutputCache
 from ..executor import Executor
+from ..files import PathEscapeError, confined_path
 from ..prompt_store import PENDING, PromptStore
 from ..registry import NodeRegistry
 from . import jobs, routes_files, routes_prompt, routes_system, routes_user
@@ -63,6 +64,25 @@ async def error_middleware(request: web.Request,
         return error_response(500, "server_error", f"{type(exc).__name__}: {exc}")
 
 
+def static_middleware(web_root: Path) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Serve the editor's files (web root) for GET paths that no route claims."""
+
+    @web.middleware
+    async def static_files(request: web.Request,
+                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        missing = getattr(request.match_info, "http_exception", None)
+        if missing is not None and missing.status == 404 and request.method in ("GET", "HEAD"):
+            try:
+                path = confined_path(web_root, request.path.lstrip("/"), what="web file")
+            except PathEscapeError:
+                raise web.HTTPNotFound() from None
+            if path.is_file():
+                return web.FileResponse(path)
+        return await handler(request)
+
+    return static_files
+
+
 def add_api_routes(app: web.Application, table: web.RouteTableDef) -> None:
     """Register each route at its path and again under /api."""
     for route in table:
@@ -84,7 +104,11 @@ def _index_handler(web_root: Path) -> Callable[[web.Request], Awaitable[web.Stre
 def create_app(options: ServerOptions, registry: NodeRegistry, folders: Folders, *,
                runtime: ServerRuntime | None = None, executor: Executor | None = None,
                store: PromptStore | None = None, worker_id: str = "local") -> web.Application:
-    """The diffloom app: routes, websocket, durable queue and a worker thread (started with the app)."""
+    """The diffloom app: routes, websocket, durable queue and a worker thread (started with the app).
+
+    More routes (plugins') may be added until the app starts: the editor's files are served only
+    for paths no route claims, so a late route is never shadowed by the web root.
+    """
     runtime = runtime or ServerRuntime()
     if executor is None:
         executor = Executor(registry, OutputCache(options.cache_mode, options.cache_max_bytes,
@@ -111,7 +135,7 @@ def create_app(options: ServerOptions, registry: NodeRegistry, folders: Folders,
                     "prompts, read outputs and upload files. Use --auth-token (or DIFFLOOM_AUTH_TOKEN).",
                     ", ".join(options.listen))
         log.warning("!" * 78)
-    middlewares += [error_middleware, cache_control_middleware()]
+    middlewares += [error_middleware, cache_control_middleware(), static_middleware(options.web_root)]
 
     app = web.Application(middlewares=middlewares, client_max_size=options.max_upload_size + MULTIPART_SLACK)
     app[STATE] = ServerState(options=options, registry=registry, executor=executor, store=store, hub=hub,
@@ -121,10 +145,7 @@ def create_app(options: ServerOptions, registry: NodeRegistry, folders: Folders,
     for prefix in ("", "/api"):
         app.router.add_get(prefix + "/ws", hub.handle)
     app.router.add_get("/extensions/{name}/{path:.+}", extension_file)
-    web_root = options.web_root
-    app.router.add_get("/", _index_handler(web_root))
-    if web_root.is_dir():
-        app.router.add_static("/", web_root, follow_symlinks=False)
+    app.router.add_get("/", _index_handler(options.web_root))
     app.cleanup_ctx.append(_worker_context)
     app.on_shutdown.append(_close_sockets)
     return app

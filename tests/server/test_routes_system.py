@@ -1,11 +1,17 @@
 """object_info, system_stats, free, models, embeddings, extensions, features, jobs, user data, the editor page."""
 from __future__ import annotations
 
+import os
 import urllib.parse
 import uuid
+from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from graph.registry import NodeRegistry
+from graph.server import BackgroundServer, ServerOptions, create_app
+from nodes.folders import FolderPaths
 from tests.server.server_harness import ServerProcess, http, image_prompt, wait_until
 
 MIRRORED_GETS = ["/object_info", "/object_info/TestSlow", "/models", "/models/checkpoints", "/embeddings",
@@ -160,3 +166,28 @@ def test_userdata_refuses_traversal(server: ServerProcess, name: str) -> None:
     assert http("POST", server.url + userdata(name), data=b"x").status == 400
     assert server.get("/userdata?" + urllib.parse.urlencode({"dir": name})).status == 400
     assert (server.base / "user" / "diffloom.db").read_bytes()[:6] == b"SQLite"
+
+
+def test_editor_files_are_served_without_shadowing_later_routes(tmp_path: Path) -> None:
+    web_root = tmp_path / "web"
+    (web_root / "assets").mkdir(parents=True)
+    (web_root / "index.html").write_text("<html>editor</html>")
+    (web_root / "assets" / "app.js").write_text("console.log(1)")
+    os.symlink(tmp_path / "user", web_root / "leak")
+    folders = FolderPaths(tmp_path, create_dirs=True)
+    app = create_app(ServerOptions(base_directory=tmp_path, front_end_root=web_root), NodeRegistry(), folders)
+
+    async def late(request: web.Request) -> web.Response:
+        return web.json_response({"late": True})
+
+    app.router.add_get("/assets/late", late)  # added after create_app, as plugin routes are
+    with BackgroundServer(app) as running:
+        index = http("GET", running.url + "/")
+        assert index.body == b"<html>editor</html>" and index.headers["Cache-Control"] == "no-cache"
+        script = http("GET", running.url + "/assets/app.js")
+        assert script.body == b"console.log(1)" and script.headers["Cache-Control"] == "no-cache"
+        assert http("GET", running.url + "/assets/late").json() == {"late": True}
+        assert http("GET", running.url + "/assets/missing.js").status == 404
+        assert http("GET", running.url + "/leak/diffloom.db").status == 404
+        assert http("GET", running.url + "/%2e%2e/user/diffloom.db").status == 404
+        assert http("POST", running.url + "/assets/app.js").status in (404, 405)
