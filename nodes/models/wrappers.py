@@ -507,11 +507,11 @@ class ClipWrapper(_Patchable):
 
 # ----- VAE --------------------------------------------------------------------------------------
 class VaeWrapper(_Patchable):
-    """VAE: an AutoencoderKL with its latent scaling; IMAGE [B,H,W,C] 0..1 <-> scaled latents.
+    """VAE: an AutoencoderKL; IMAGE [B,H,W,C] 0..1 <-> raw VAE latents, as LATENT holds them in ComfyUI.
 
-    `encode` returns latents already scaled ((raw - shift) * scale), the space samplers and
-    EmptyLatentImage use; `decode` takes the same. `process_in`/`process_out` convert from and to
-    raw VAE latents (ComfyUI's .latent files, TAESD-style previews).
+    The MODEL scales raw latents into its own space when sampling (`ModelWrapper.process_latent_in`),
+    so plugins that work on LATENT samples see what they see in ComfyUI. `process_in`/`process_out`
+    convert between raw and scaled latents for code that needs the scaled space (previews).
     """
 
     def __init__(self, vae: nn.Module | ModuleSlot, *, scaling_factor: float | None = None,
@@ -556,18 +556,18 @@ class VaeWrapper(_Patchable):
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """IMAGE [B,H,W,C] in 0..1 -> scaled latents [B,c,H/r,W/r] (float32, offload device)."""
+        """IMAGE [B,H,W,C] in 0..1 -> raw latents [B,c,H/r,W/r] (float32, offload device)."""
         x = self.crop_pixels(pixels).movedim(-1, 1)
         with self.use() as vae:
             out = [self._encode_raw(vae, chunk) for chunk in x.split(self.batch_size)]
-        return self.process_in(torch.cat(out))
+        return torch.cat(out)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents [B,c,h,w] -> IMAGE [B,h*r,w*r,3] in 0..1 (float32, offload device)."""
+        """Raw latents [B,c,h,w] -> IMAGE [B,h*r,w*r,3] in 0..1 (float32, offload device)."""
         self._check_latents(latents)
         with self.use() as vae:
-            out = [self._decode_raw(vae, chunk) for chunk in self.process_out(latents).split(self.batch_size)]
+            out = [self._decode_raw(vae, chunk) for chunk in latents.split(self.batch_size)]
         return torch.cat(out).movedim(1, -1)
 
     @torch.no_grad()
@@ -576,7 +576,7 @@ class VaeWrapper(_Patchable):
         self._check_latents(latents)
         r = self.downscale_ratio
         tile, over = self._tile_args(tile_size, overlap, "decode_tiled")
-        raw = self.process_out(latents)
+        raw = latents
         with self.use() as vae:
             out = torch.cat([
                 _tiled_map(chunk, lambda t: self._decode_raw(vae, t), tile // r, over // r, r, 3)
@@ -593,7 +593,7 @@ class VaeWrapper(_Patchable):
             raw = torch.cat([
                 _tiled_map(chunk, lambda t: self._encode_raw(vae, t), tile, over, 1 / r, self.latent_channels)
                 for chunk in x.split(self.batch_size)])
-        return self.process_in(raw)
+        return raw
 
     def _tile_args(self, tile_size: int, overlap: int, what: str) -> tuple[int, int]:
         r = self.downscale_ratio

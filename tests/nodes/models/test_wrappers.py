@@ -194,8 +194,8 @@ def test_vae_encode_decode_match_diffusers(sd1) -> None:
     with torch.no_grad():
         raw = module.encode(pixels.movedim(-1, 1) * 2 - 1).latent_dist.mean
         expected_img = ((module.decode(raw).sample + 1) / 2).clamp(0, 1).movedim(1, -1)
-    assert torch.allclose(latents, raw * 0.18215, atol=1e-6)
-    assert torch.allclose(vae.process_out(latents), raw, atol=1e-6)
+    assert torch.allclose(latents, raw, atol=1e-6)  # raw VAE latents, as ComfyUI's LATENT holds them
+    assert torch.allclose(vae.process_in(latents), raw * 0.18215, atol=1e-6)
     image = vae.decode(latents)
     assert image.shape == (2, 32, 48, 3) and image.dtype == torch.float32
     assert 0 <= image.min() and image.max() <= 1
@@ -229,7 +229,7 @@ def test_tiled_blend_is_exact_for_a_local_function() -> None:
 def test_vae_tiled_matches_untiled(sd1) -> None:
     vae = sd1.vae
     g = torch.Generator().manual_seed(2)
-    latents = torch.randn(1, 4, 12, 16, generator=g)
+    latents = torch.randn(1, 4, 12, 16, generator=g) / vae.scaling_factor  # raw latents of a typical range
     full = vae.decode(latents)
     # one tile covering everything is the untiled decode
     assert torch.allclose(vae.decode_tiled(latents, tile_size=256, overlap=64), full, atol=1e-6)
