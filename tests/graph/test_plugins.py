@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import types
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from graph.executor import ExecutionResult, Executor
-from graph.plugins import PluginReport, discover_plugins, load_plugins, run_prestartup_scripts
+from graph.plugins import PluginReport, PluginStatus, discover_plugins, load_plugins, run_prestartup_scripts
 from graph.registry import NodeRegistry
 from nodes.compat import install_compat_modules, uninstall_compat_modules
 
@@ -65,13 +66,8 @@ def loaded(compat: None) -> Loaded:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DIFFLOOM_FIXTURE_PRESTARTUP", "pending")
         scripts = run_prestartup_scripts([FIXTURE])
-        import os
-
         assert os.environ["DIFFLOOM_FIXTURE_PRESTARTUP"] == "ran"
-    registry = core_registry()
-    report = load_plugins([FIXTURE], registry, prestartup=scripts)
-    modules = {p.name: sys.modules[p.module_name] for p in report.loaded}
-    return Loaded(registry, report, modules)
+    return load(prestartup=scripts)
 
 
 def run(loaded: Loaded, prompt: dict[str, Any], executor: Executor | None = None,
@@ -142,10 +138,11 @@ def test_a_second_plugin_folder_cannot_reuse_a_name(loaded: Loaded, tmp_path: Pa
     (tmp_path / "good_pack").mkdir()
     (tmp_path / "good_pack" / "__init__.py").write_text("raise RuntimeError('never imported')\n")
     found = discover_plugins([FIXTURE, tmp_path, FIXTURE])
-    duplicate = [f for f in found if getattr(f, "path", None) == tmp_path / "good_pack"
-                 or getattr(f, "path", "") == str(tmp_path / "good_pack")]
-    assert len(duplicate) == 1 and duplicate[0].status == "failed"
-    assert duplicate[0].cause.startswith("a plugin named 'good_pack' was already loaded from")
+    refused = [f for f in found if isinstance(f, PluginStatus) and f.name == "good_pack"]
+    assert len(refused) == 1 and refused[0].status == "failed" and refused[0].path == str(tmp_path / "good_pack")
+    assert refused[0].cause == f"a plugin named 'good_pack' was already loaded from {FIXTURE / 'good_pack'}"
+    # the repeated folder is read once
+    assert sum(getattr(f, "name", "") == "v1_pack" for f in found) == 1
 
 
 def test_object_info_shows_plugin_nodes(loaded: Loaded) -> None:

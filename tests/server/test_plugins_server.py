@@ -16,7 +16,7 @@ import pytest
 
 from graph.registry import NodeRegistry
 from graph.server import BackgroundServer, ServerOptions, ServerRuntime, create_app
-from nodes.compat import load_custom_nodes, uninstall_compat_modules
+from nodes.compat import bind_server, load_custom_nodes, uninstall_compat_modules
 from nodes.compat.server import attach_plugins
 from nodes.folders import FolderPaths
 from tests.graph import sample_nodes
@@ -61,6 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PluginServer]:
         yield PluginServer(background, report)
     finally:
         background.stop()
+        bind_server()
         uninstall_compat_modules()
 
 
