@@ -245,6 +245,7 @@ def build_parser(prog: str = "server.py run") -> argparse.ArgumentParser:
     p.add_argument("--disable-metadata", action="store_true", help="write no workflow into saved images")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--extra-nodes", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument("--skip-builtin-nodes", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -260,7 +261,8 @@ def main(argv: Sequence[str], *, setup: Setup, default_base: Path | None = None,
     options = ServerOptions(base_directory=base, output_directory=args.output, input_directory=args.input_directory,
                             extra_model_paths_config=list(args.extra_model_paths_config), cpu=args.cpu,
                             disable_all_custom_nodes=args.disable_all_custom_nodes,
-                            disable_metadata=args.disable_metadata, extra_nodes=list(args.extra_nodes))
+                            disable_metadata=args.disable_metadata, extra_nodes=list(args.extra_nodes),
+                            skip_builtin_nodes=args.skip_builtin_nodes)
     try:
         overrides = [Override.parse(text) for text in args.sets]
         data = read_workflow(args.workflow)
@@ -284,10 +286,10 @@ def main(argv: Sequence[str], *, setup: Setup, default_base: Path | None = None,
     previous = signal.getsignal(signal.SIGINT)
 
     def on_sigint(signum: int, frame: Any) -> None:
+        # Only set flags here: writing to stderr while tqdm writes to it raises a reentrant-call error.
         if interrupt.is_set():  # a second Ctrl-C: stop now
             signal.signal(signal.SIGINT, previous)
             raise KeyboardInterrupt
-        print("\ninterrupting (Ctrl-C again to abort at once)...", file=err)
         interrupt.set()
 
     try:
@@ -307,7 +309,7 @@ def main(argv: Sequence[str], *, setup: Setup, default_base: Path | None = None,
         print_validation(outcome, err)
         return EXIT_INVALID
     if result.status == "interrupted":
-        print("interrupted", file=err)
+        print("interrupted (Ctrl-C)" if interrupt.is_set() else "interrupted", file=err)
         return EXIT_INTERRUPTED
     if result.status == "error":
         error = result.error or {}

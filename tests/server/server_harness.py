@@ -85,6 +85,27 @@ def image_prompt(*, value: float = 0.5, steps: int = 2, delay: float = 0.0, pref
     return prompt
 
 
+def ui_workflow() -> dict[str, Any]:
+    """A UI-format (editor) workflow of the test nodes, with a muted node and a reroute."""
+    return {
+        "version": 0.4, "last_node_id": 5, "last_link_id": 4,
+        "nodes": [
+            {"id": 1, "type": "TestImage", "mode": 0, "inputs": [],
+             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}], "widgets_values": [8, 8, 0.42]},
+            {"id": 5, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 1}],
+             "outputs": [{"name": "", "type": "IMAGE", "links": [2]}]},
+            {"id": 2, "type": "TestSlow", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 2}],
+             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [3, 4]}], "widgets_values": [2, 0.0]},
+            {"id": 3, "type": "TestSave", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 3}],
+             "outputs": [], "widgets_values": ["ui", "output"]},
+            {"id": 4, "type": "TestShow", "mode": 2, "inputs": [{"name": "images", "type": "IMAGE", "link": 4}],
+             "outputs": []},
+        ],
+        "links": [[1, 1, 0, 5, 0, "IMAGE"], [2, 5, 0, 2, 0, "IMAGE"], [3, 2, 0, 3, 0, "IMAGE"],
+                  [4, 2, 0, 4, 0, "IMAGE"]],
+    }
+
+
 class ServerProcess:
     """`python server.py` on a free loopback port, with the test nodes, in its own base directory."""
 

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.server.server_harness import ServerProcess, Socket, image_prompt, wait_until
+from tests.server.server_harness import ServerProcess, Socket, image_prompt, ui_workflow, wait_until
 
 
 def run(coro: Any) -> Any:
@@ -238,27 +238,6 @@ def test_history_paging_item_delete_and_clear(server: ServerProcess) -> None:
     assert server.get(f"/history/{ids[0]}").json() == {}
     assert server.post("/api/history", {"clear": True}).status == 200
     assert server.get("/history").json() == {}
-
-
-def ui_workflow() -> dict[str, Any]:
-    """A UI-format (editor) workflow of the test nodes, with a muted node and a reroute."""
-    return {
-        "version": 0.4, "last_node_id": 5, "last_link_id": 4,
-        "nodes": [
-            {"id": 1, "type": "TestImage", "mode": 0, "inputs": [],
-             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}], "widgets_values": [8, 8, 0.42]},
-            {"id": 5, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 1}],
-             "outputs": [{"name": "", "type": "IMAGE", "links": [2]}]},
-            {"id": 2, "type": "TestSlow", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 2}],
-             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [3, 4]}], "widgets_values": [2, 0.0]},
-            {"id": 3, "type": "TestSave", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 3}],
-             "outputs": [], "widgets_values": ["ui", "output"]},
-            {"id": 4, "type": "TestShow", "mode": 2, "inputs": [{"name": "images", "type": "IMAGE", "link": 4}],
-             "outputs": []},
-        ],
-        "links": [[1, 1, 0, 5, 0, "IMAGE"], [2, 5, 0, 2, 0, "IMAGE"], [3, 2, 0, 3, 0, "IMAGE"],
-                  [4, 2, 0, 4, 0, "IMAGE"]],
-    }
 
 
 def test_convert_route_turns_a_ui_workflow_into_a_prompt(server: ServerProcess) -> None:
