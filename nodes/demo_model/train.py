@@ -1,0 +1,468 @@
+"""Train diffloom's demo model on procedural shapes, on the CPU, and write it in the standard file layouts.
+
+    python -m nodes.demo_model.train --out models --work-dir /tmp/diffloom-demo-train
+
+Stages, in order, each resumable from its last saved state in `--work-dir` (rerun the same command):
+  vae         AutoencoderKL (f=8, 4 latent channels): L1 + edge + small KL loss; then its latents are
+              normalised for SD1's fixed scaling factor.
+  unet        UNet2DConditionModel and CLIP text encoder together, on VAE latents: epsilon prediction,
+              SD's scaled-linear betas, 10% caption dropout for classifier-free guidance, min-SNR
+              weighting, EMA of the weights. Then the SD1 single file is written.
+  controlnet  ControlNet on the depth-like shape maps, with the UNet and text encoder frozen; then the
+              original-layout ControlNet file is written.
+Every batch, noise draw and timestep comes from (seed, stage, step), so a resumed run continues
+exactly as an uninterrupted one would (on the same machine and thread count).
+"""
+from __future__ import annotations
+
+import os
+
+# Spinning OpenMP threads make small models ~30x slower on shared cores; set before torch loads libgomp.
+os.environ.setdefault("GOMP_SPINCOUNT", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
+from dataclasses import asdict, dataclass, fields  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from nodes.demo_model import architecture as arch  # noqa: E402
+from nodes.demo_model import shapes  # noqa: E402
+
+CHECKPOINT_NAME = "diffloom-shapes-v1.safetensors"
+CONTROLNET_NAME = "diffloom-shapes-v1-depth.safetensors"
+STAGES = ("vae", "unet", "controlnet")
+_STAGE_IDS = {"vae": 1, "unet": 2, "controlnet": 3, "stats": 4, "eval": 5}
+
+
+@dataclass
+class Settings:
+    """Everything that decides the result (recorded in the files' metadata and the model card)."""
+
+    seed: int = 20261122
+    vae_steps: int = 1200
+    vae_batch: int = 16
+    vae_lr: float = 1e-3
+    vae_kl: float = 1e-5
+    unet_steps: int = 1500
+    unet_batch: int = 48
+    unet_lr: float = 1e-3
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.998
+    min_snr_gamma: float = 5.0
+    controlnet_steps: int = 400
+    controlnet_batch: int = 32
+    controlnet_lr: float = 5e-4
+    controlnet_caption_dropout: float = 0.5
+    warmup: int = 50
+    threads: int = 2
+
+
+# ------------------------------------------------------------------------------------ determinism
+
+
+def step_rng(seed: int, stage: str, step: int) -> np.random.Generator:
+    """The numpy generator of one step of one stage (data)."""
+    return np.random.default_rng([seed, _STAGE_IDS[stage], step])
+
+
+def step_generator(seed: int, stage: str, step: int) -> torch.Generator:
+    """The torch generator of one step of one stage (noise, timesteps, dropout)."""
+    mixed = np.random.default_rng([seed, _STAGE_IDS[stage], step, 1]).integers(0, 2**62)
+    return torch.Generator().manual_seed(int(mixed))
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the base rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class Batch:
+    """Pictures in -1..1 [N,3,H,W], depth maps in 0..1 [N,3,H,W], captions."""
+
+    images: torch.Tensor
+    depths: torch.Tensor
+    captions: list[str]
+
+
+def make_batch(rng: np.random.Generator, n: int, *, with_depth: bool = False) -> Batch:
+    """`n` fresh procedural samples."""
+    size = arch.IMAGE_SIZE
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    depths = np.empty((n, size, size), dtype=np.uint8) if with_depth else None
+    captions = []
+    for i in range(n):
+        scene = shapes.sample_scene(rng)
+        images[i] = np.asarray(shapes.render(scene, size))
+        if depths is not None:
+            depths[i] = np.asarray(shapes.depth_map(scene, size))[..., 0]
+        captions.append(shapes.caption(scene, rng))
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    maps = (torch.from_numpy(depths).float() / 255.0)[:, None].expand(-1, 3, -1, -1).contiguous() \
+        if depths is not None else torch.empty(0)
+    return Batch(pixels, maps, captions)
+
+
+class Tokens:
+    """The real CLIP tokenizer (padded to 77 as SD1 does) and the compact vocabulary of the captions."""
+
+    def __init__(self) -> None:
+        from nodes.models.tokenizers import clip_tokenizer  # noqa: PLC0415
+
+        self.tokenizer = clip_tokenizer("sd1")
+        words = " ".join(shapes.vocabulary())
+        ids = self.ids([words, ""])
+        self.vocab = arch.CompactVocabulary(ids.unique().tolist())
+
+    def ids(self, captions: Sequence[str]) -> torch.Tensor:
+        out = self.tokenizer(list(captions), padding="max_length", max_length=arch.MAX_TOKENS, truncation=True,
+                             return_tensors="pt")
+        return out.input_ids
+
+    def compact(self, captions: Sequence[str]) -> torch.Tensor:
+        return self.vocab.compact(self.ids(captions))
+
+
+# ---------------------------------------------------------------------------------------- state
+
+
+class Stage:
+    """Saves and restores one stage's modules, optimiser and step in the work folder (atomically)."""
+
+    def __init__(self, work: Path, name: str) -> None:
+        self.path = work / f"{name}.state.pt"
+        self.done = work / f"{name}.done.pt"
+
+    def save(self, path: Path, payload: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+
+    def load(self, path: Path) -> dict[str, Any] | None:
+        return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+
+@torch.no_grad()
+def _ema_update(ema: Sequence[torch.Tensor], live: Sequence[torch.Tensor], decay: float) -> None:
+    torch._foreach_lerp_(list(ema), list(live), 1.0 - decay)
+
+
+def _log(work: Path, message: str) -> None:
+    tqdm.write(message)
+    with (work / "train.log").open("a") as f:
+        f.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+
+
+def _loop(total: int, start: int, desc: str) -> Iterator[int]:
+    yield from tqdm(range(start, total), initial=start, total=total, desc=desc, dynamic_ncols=True, mininterval=2)
+
+
+# ------------------------------------------------------------------------------------------ VAE
+
+
+def _image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
+
+
+def train_vae(settings: Settings, work: Path, save_every: int) -> nn.Module:
+    """Stage 1: the autoencoder; returns it with its latents normalised for SD1's scaling factor."""
+    from nodes.demo_model.export import fold_latent_normalisation, latent_statistics  # noqa: PLC0415
+
+    stage = Stage(work, "vae")
+    torch.manual_seed(settings.seed)
+    vae = arch.build_vae()
+    if (done := stage.load(stage.done)) is not None:
+        vae.load_state_dict(done["model"])
+        return vae.eval().requires_grad_(False)
+    vae.train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
+    start = 0
+    if (state := stage.load(stage.path)) is not None:
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+        _log(work, f"vae: resuming at step {start}")
+    t0 = time.time()
+    bar = _loop(settings.vae_steps, start, "vae")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = settings.vae_lr * lr_factor(step, settings.vae_steps, settings.warmup)
+        batch = make_batch(step_rng(settings.seed, "vae", step), settings.vae_batch)
+        gen = step_generator(settings.seed, "vae", step)
+        posterior = vae.encode(batch.images).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+        out = vae.decode(z).sample
+        rec = (out - batch.images).abs().mean()
+        gy, gx = _image_gradients(out)
+        ty, tx = _image_gradients(batch.images)
+        edge = (gy - ty).abs().mean() + (gx - tx).abs().mean()
+        kl = posterior.kl().mean() / z[0].numel()
+        loss = rec + 0.5 * edge + settings.vae_kl * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if isinstance(bar, tqdm):
+            bar.set_postfix(rec=f"{rec.item():.4f}", kl=f"{kl.item():.2f}", refresh=False)
+        if (step + 1) % save_every == 0 or step + 1 == settings.vae_steps:
+            stage.save(stage.path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+            _log(work, f"vae: step {step + 1} rec {rec.item():.4f} edge {edge.item():.4f} kl {kl.item():.3f} "
+                       f"({time.time() - t0:.0f} s this run)")
+    vae.eval().requires_grad_(False)
+    # Normalise the latents (per channel) over fresh samples, then keep the result.
+    with torch.inference_mode():
+        batch = make_batch(step_rng(settings.seed, "stats", 0), 512)
+        means = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in batch.images.split(64)])
+    mean, std = latent_statistics(means)
+    fold_latent_normalisation(vae, mean, std)
+    _log(work, f"vae: latent mean {[round(v, 3) for v in mean.tolist()]} std {[round(v, 3) for v in std.tolist()]}")
+    stage.save(stage.done, {"model": vae.state_dict(), "mean": mean, "std": std})
+    return vae
+
+
+# ----------------------------------------------------------------------------------------- UNet
+
+
+def _noise_schedule() -> Any:
+    from diffusers import DDPMScheduler  # noqa: PLC0415
+
+    from nodes.models.checkpoint import scheduler_config  # noqa: PLC0415
+
+    return DDPMScheduler.from_config(scheduler_config("epsilon"))
+
+
+def _diffusion_loss(scheduler: Any, latents: torch.Tensor, gen: torch.Tensor | torch.Generator,
+                    predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], gamma: float) -> torch.Tensor:
+    """Epsilon-prediction loss at uniform random timesteps, weighted by min(SNR, gamma) / SNR."""
+    assert isinstance(gen, torch.Generator)
+    n = latents.shape[0]
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=gen)
+    noise = torch.randn(latents.shape, generator=gen)
+    noisy = scheduler.add_noise(latents, noise, t)
+    pred = predict(noisy, t)
+    alphas = scheduler.alphas_cumprod[t]
+    snr = alphas / (1 - alphas)
+    weight = torch.clamp(snr, max=gamma) / snr
+    per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+    return (per_sample * weight).mean()
+
+
+def _encode(vae: nn.Module, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    with torch.no_grad():
+        posterior = vae.encode(images).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+    return z * arch.SD1_SCALING
+
+
+def _drop_captions(captions: list[str], p: float, gen: torch.Generator) -> list[str]:
+    keep = torch.rand(len(captions), generator=gen) >= p
+    return [c if k else "" for c, k in zip(captions, keep.tolist())]
+
+
+def train_unet(settings: Settings, work: Path, vae: nn.Module, tokens: Tokens,
+               save_every: int) -> tuple[nn.Module, nn.Module]:
+    """Stage 2: UNet and text encoder together; returns their EMA weights (text encoder compact)."""
+    stage = Stage(work, "unet")
+    if (done := stage.load(stage.done)) is not None:
+        unet, te = arch.build_unet(), arch.build_text_encoder(len(tokens.vocab))
+        unet.load_state_dict(done["unet"])
+        te.load_state_dict(done["te"])
+        return unet.eval().requires_grad_(False), te.eval().requires_grad_(False)
+    torch.manual_seed(settings.seed + 1)
+    unet, te = arch.build_unet().train(), arch.build_text_encoder(len(tokens.vocab)).train()
+    ema_unet, ema_te = copy.deepcopy(unet).eval().requires_grad_(False), copy.deepcopy(te).eval().requires_grad_(False)
+    live = list(unet.parameters()) + list(te.parameters())
+    ema = list(ema_unet.parameters()) + list(ema_te.parameters())
+    opt = torch.optim.AdamW(live, lr=settings.unet_lr, weight_decay=1e-2)
+    start = 0
+    if (state := stage.load(stage.path)) is not None:
+        for module, key in ((unet, "unet"), (te, "te"), (ema_unet, "ema_unet"), (ema_te, "ema_te")):
+            module.load_state_dict(state[key])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+        _log(work, f"unet: resuming at step {start}")
+    scheduler = _noise_schedule()
+    t0 = time.time()
+    running = 0.0
+    bar = _loop(settings.unet_steps, start, "unet")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = settings.unet_lr * lr_factor(step, settings.unet_steps, settings.warmup)
+        batch = make_batch(step_rng(settings.seed, "unet", step), settings.unet_batch)
+        gen = step_generator(settings.seed, "unet", step)
+        latents = _encode(vae, batch.images, gen)
+        ids = tokens.compact(_drop_captions(batch.captions, settings.caption_dropout, gen))
+        context = te(ids).last_hidden_state
+        loss = _diffusion_loss(scheduler, latents, gen, lambda x, t: unet(x, t, context).sample,
+                               settings.min_snr_gamma)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(live, 1.0)
+        opt.step()
+        _ema_update(ema, live, min(settings.ema_decay, (1 + step) / (10 + step)))
+        running = loss.item() if step == start else 0.98 * running + 0.02 * loss.item()
+        if isinstance(bar, tqdm):
+            bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+        if (step + 1) % save_every == 0 or step + 1 == settings.unet_steps:
+            stage.save(stage.path, {"unet": unet.state_dict(), "te": te.state_dict(), "ema_unet": ema_unet.state_dict(),
+                                    "ema_te": ema_te.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+            _log(work, f"unet: step {step + 1} loss {running:.4f} ({time.time() - t0:.0f} s this run)")
+    stage.save(stage.done, {"unet": ema_unet.state_dict(), "te": ema_te.state_dict()})
+    return ema_unet, ema_te
+
+
+# ----------------------------------------------------------------------------------- ControlNet
+
+
+def train_controlnet(settings: Settings, work: Path, vae: nn.Module, unet: nn.Module, te: nn.Module,
+                     tokens: Tokens, save_every: int) -> nn.Module:
+    """Stage 3: the ControlNet on depth-like maps, UNet and text encoder frozen; returns its EMA weights."""
+    stage = Stage(work, "controlnet")
+    if (done := stage.load(stage.done)) is not None:
+        controlnet = arch.build_controlnet(unet)
+        controlnet.load_state_dict(done["controlnet"])
+        return controlnet.eval().requires_grad_(False)
+    torch.manual_seed(settings.seed + 2)
+    controlnet = arch.build_controlnet(unet).train()
+    ema_cn = copy.deepcopy(controlnet).eval().requires_grad_(False)
+    live, ema = list(controlnet.parameters()), list(ema_cn.parameters())
+    opt = torch.optim.AdamW(live, lr=settings.controlnet_lr, weight_decay=0.0)
+    start = 0
+    if (state := stage.load(stage.path)) is not None:
+        controlnet.load_state_dict(state["controlnet"])
+        ema_cn.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+        _log(work, f"controlnet: resuming at step {start}")
+    scheduler = _noise_schedule()
+    unet.eval().requires_grad_(False)
+    te.eval().requires_grad_(False)
+    t0 = time.time()
+    running = 0.0
+    bar = _loop(settings.controlnet_steps, start, "controlnet")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = settings.controlnet_lr * lr_factor(step, settings.controlnet_steps, settings.warmup)
+        batch = make_batch(step_rng(settings.seed, "controlnet", step), settings.controlnet_batch, with_depth=True)
+        gen = step_generator(settings.seed, "controlnet", step)
+        latents = _encode(vae, batch.images, gen)
+        with torch.no_grad():
+            ids = tokens.compact(_drop_captions(batch.captions, settings.controlnet_caption_dropout, gen))
+            context = te(ids).last_hidden_state
+
+        def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            down, mid = controlnet(x, t, context, controlnet_cond=batch.depths, return_dict=False)
+            return unet(x, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+
+        loss = _diffusion_loss(scheduler, latents, gen, predict, settings.min_snr_gamma)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(live, 1.0)
+        opt.step()
+        _ema_update(ema, live, min(settings.ema_decay, (1 + step) / (10 + step)))
+        running = loss.item() if step == start else 0.98 * running + 0.02 * loss.item()
+        if isinstance(bar, tqdm):
+            bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+        if (step + 1) % save_every == 0 or step + 1 == settings.controlnet_steps:
+            stage.save(stage.path, {"controlnet": controlnet.state_dict(), "ema": ema_cn.state_dict(),
+                                    "opt": opt.state_dict(), "step": step + 1})
+            _log(work, f"controlnet: step {step + 1} loss {running:.4f} ({time.time() - t0:.0f} s this run)")
+    stage.save(stage.done, {"controlnet": ema_cn.state_dict()})
+    return ema_cn
+
+
+# ---------------------------------------------------------------------------------------- output
+
+
+def _metadata(settings: Settings, what: str) -> dict[str, str]:
+    return {"diffloom.model": what, "diffloom.training": json.dumps(asdict(settings)),
+            "diffloom.trainer": "python -m nodes.demo_model.train", "license": "Apache-2.0"}
+
+
+def write_files(settings: Settings, out: Path, vae: nn.Module, unet: nn.Module, te: nn.Module, tokens: Tokens,
+                controlnet: nn.Module | None) -> list[Path]:
+    """The SD1 checkpoint (and the ControlNet, once trained) under `out`/checkpoints and `out`/controlnet."""
+    from nodes.demo_model.controlnet_export import save_controlnet  # noqa: PLC0415
+    from nodes.demo_model.export import save_sd1_checkpoint  # noqa: PLC0415
+
+    full_te = arch.expand_text_encoder(te, tokens.vocab)
+    written = [save_sd1_checkpoint(unet, vae, full_te, out / "checkpoints" / CHECKPOINT_NAME,
+                                   metadata=_metadata(settings, "diffloom-shapes-v1"))]
+    if controlnet is not None:
+        written.append(save_controlnet(controlnet, out / "controlnet" / CONTROLNET_NAME, dtype=torch.float16,
+                                       metadata=_metadata(settings, "diffloom-shapes-v1-depth")))
+    return written
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Settings]:
+    parser = argparse.ArgumentParser(prog="python -m nodes.demo_model.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("models"), help="models folder (checkpoints/, controlnet/)")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/diffloom-demo-train"),
+                        help="where resumable training state, logs and sample grids go")
+    parser.add_argument("--until", choices=STAGES, default="controlnet", help="last stage to run")
+    parser.add_argument("--save-every", type=int, default=50, help="steps between resumable saves")
+    defaults = Settings()
+    for f in fields(Settings):
+        parser.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(defaults, f.name)),
+                            default=getattr(defaults, f.name))
+    args = parser.parse_args(argv)
+    settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+    return args, settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, settings = parse_args(argv)
+    torch.set_num_threads(settings.threads)
+    work: Path = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    recorded = work / "settings.json"
+    if recorded.exists() and json.loads(recorded.read_text()) != asdict(settings):
+        raise SystemExit(f"{work}: holds a run with other settings ({recorded}); use another --work-dir or the "
+                         "same settings to resume")
+    recorded.write_text(json.dumps(asdict(settings), indent=2) + "\n")
+    timings: dict[str, float] = json.loads((work / "timings.json").read_text()) if (work / "timings.json").exists() else {}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.time()
+        result = fn()
+        if name not in timings or time.time() - t0 > 1.0:
+            timings[name] = timings.get(name, 0.0) + (time.time() - t0)
+            (work / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+        return result
+
+    vae = timed("vae", lambda: train_vae(settings, work, args.save_every))
+    if args.until == "vae":
+        return 0
+    tokens = Tokens()
+    unet, te = timed("unet", lambda: train_unet(settings, work, vae, tokens, args.save_every))
+    controlnet = None
+    if args.until == "controlnet":
+        controlnet = timed("controlnet", lambda: train_controlnet(settings, work, vae, unet, te, tokens,
+                                                                   args.save_every))
+    for path in write_files(settings, args.out, vae, unet, te, tokens, controlnet):
+        _log(work, f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    _log(work, f"stage wall times (s, summed over resumed runs): {json.dumps({k: round(v) for k, v in timings.items()})}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
