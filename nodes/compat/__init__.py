@@ -112,11 +112,11 @@ def bind_server(*, app: web.Application | None = None, loop: asyncio.AbstractEve
                 broadcast: Callable[[str, Any, str | None], None] | None = None,
                 interrupt: Callable[[], Any] | None = None) -> None:
     """Connect the facades to a running server: PromptServer's app/loop/broadcast, the interrupt outside nodes."""
-    from .comfy import model_management  # noqa: PLC0415 - imports torch; only when a server binds
+    from .interrupts import set_interrupt_handler  # noqa: PLC0415
     from .server import PromptServer  # noqa: PLC0415
 
     PromptServer.instance.bind(app=app, loop=loop, broadcast=broadcast)
-    model_management.set_interrupt_handler(
+    set_interrupt_handler(
         (lambda value: interrupt() if value else None) if interrupt is not None else None)
 
 

@@ -167,7 +167,7 @@ def attach_plugins(app: web.Application, report: PluginReport) -> list[str]:
     """
     from graph.server.state import STATE  # noqa: PLC0415 - only when a server is assembled
 
-    from .comfy import model_management  # noqa: PLC0415
+    from .interrupts import set_interrupt_handler  # noqa: PLC0415
 
     state = app[STATE]
     app[PLUGIN_REPORT] = report
@@ -186,5 +186,5 @@ def attach_plugins(app: web.Application, report: PluginReport) -> list[str]:
         PromptServer.instance.loop = asyncio.get_running_loop()
 
     app.on_startup.append(remember_loop)
-    model_management.set_interrupt_handler(lambda value: worker.interrupt() if value else None)
+    set_interrupt_handler(lambda value: worker.interrupt() if value else None)
     return problems

@@ -6,6 +6,12 @@ the loader's report) and served on a loopback port; everything is checked over r
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +28,8 @@ from nodes.folders import FolderPaths
 from tests.graph import sample_nodes
 from tests.server.server_harness import Socket, http, wait_history
 
-FIXTURE = Path(__file__).resolve().parents[1] / "graph" / "plugins_fixture"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "tests" / "graph" / "plugins_fixture"
 
 
 class PluginServer:
@@ -178,3 +185,50 @@ def test_a_plugin_route_can_interrupt_the_running_prompt(server: PluginServer) -
     entry = wait_history(server.url, prompt_id)
     assert entry["status"]["status_str"] == "error"
     assert [m[0] for m in entry["status"]["messages"]][-1] == "execution_interrupted"
+
+
+def test_server_py_loads_plugins_from_extra_model_paths(tmp_path: Path) -> None:
+    """`python server.py` itself: plugin folders from extra_model_paths.yaml, report, extensions, a V1 prompt."""
+    config = tmp_path / "extra_model_paths.yaml"
+    config.write_text(f"fixture:\n  custom_nodes: {FIXTURE}\n")
+    cmd = [sys.executable, str(ROOT / "server.py"), "--port", "0", "--base-directory", str(tmp_path / "base"),
+           "--extra-model-paths-config", str(config)]
+    env = {**os.environ, "GOMP_SPINCOUNT": "0", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        url = ""
+        for line in proc.stdout:
+            lines.append(line)
+            match = re.search(r"diffloom listening on (http://\S+?)(,|$|\s)", line)
+            if match:
+                url = match.group(1)
+                break
+        assert url, "".join(lines[-40:])
+        threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()  # type: ignore[arg-type]
+        plugins = http("GET", url + "/api/diffloom/plugins").json()
+        statuses = {p["name"]: p["status"] for p in plugins["plugins"]}
+        assert statuses["v1_pack"] == "loaded" and statuses["good_pack"] == "loaded"
+        assert statuses["raises_on_import"] == "failed" and statuses["needs_comfy_sd"] == "failed"
+        assert "/extensions/v1_pack/v1_pack.js" in http("GET", url + "/extensions").json()
+        assert http("GET", url + "/extensions/good_pack/good.js").body.startswith(b"// The good fixture")
+        assert http("GET", url + "/api/v1_pack/ping").json()["pong"] is True
+        reply = http("POST", url + "/prompt", {"prompt": {
+            "1": {"class_type": "V1Number", "inputs": {"value": 4}},
+            "2": {"class_type": "V1Multiply", "inputs": {"value": ["1", 0], "times": 2}},
+            "3": {"class_type": "V1ShowText", "inputs": {"value": ["2", 0]}}}})
+        assert reply.status == 200, reply.body
+        entry = wait_history(url, reply.json()["prompt_id"])
+        assert entry["outputs"]["3"]["text"] == ["8"]
+        log = "".join(lines)
+        assert "plugin raises_on_import" in log and "the pack is broken on purpose" in log
+        assert "Import times for plugins:" in log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+    assert proc.returncode == 0, "".join(lines[-40:])

@@ -6,7 +6,6 @@ binds with `set_interrupt_handler`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,6 +13,7 @@ import torch
 from graph import context
 from graph.context import ExecutionInterrupted
 from nodes import device as _device
+from nodes.compat.interrupts import interrupt_outside_node, set_interrupt_handler
 
 __all__ = [
     "InterruptProcessingException", "OOM_EXCEPTION", "cpu_mode", "get_free_memory", "get_torch_device",
@@ -25,15 +25,6 @@ __all__ = [
 
 InterruptProcessingException = ExecutionInterrupted
 OOM_EXCEPTION = torch.cuda.OutOfMemoryError
-
-_interrupt_handler: Callable[[bool], None] | None = None
-
-
-def set_interrupt_handler(handler: Callable[[bool], None] | None) -> None:
-    """What `interrupt_current_processing` does outside a node (the server binds its worker's interrupt)."""
-    global _interrupt_handler
-    _interrupt_handler = handler
-
 
 # ---- devices and dtypes --------------------------------------------------------------------------------
 
@@ -123,8 +114,8 @@ def interrupt_current_processing(value: bool = True) -> None:
     ctx = context.current()
     if ctx is not None:
         ctx.interrupt.set() if value else ctx.interrupt.clear()
-    elif _interrupt_handler is not None:
-        _interrupt_handler(value)
+    else:
+        interrupt_outside_node(value)
 
 
 def processing_interrupted() -> bool:
