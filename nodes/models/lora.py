@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from nodes import device as devices
+from nodes.models.safe_pickle import load_torch_file
 from nodes.models.wrappers import ClipWrapper, FullDelta, LowRankDelta, ModelWrapper, WeightDelta
 
 __all__ = ["LoraPatches", "load_lora_file", "lora_patches", "apply_lora", "unet_ldm_module_names"]
@@ -67,8 +69,8 @@ def load_lora_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if path.lower().endswith((".safetensors", ".sft")):
         from safetensors.torch import load_file  # noqa: PLC0415
 
-        return load_file(path, device="cpu")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+        return load_file(path, device=str(devices.offload_device()))
+    data = load_torch_file(path)  # weights-only unpickling; refuses files that would run code
     if isinstance(data, Mapping) and "state_dict" in data and isinstance(data["state_dict"], Mapping):
         data = data["state_dict"]
     if not isinstance(data, Mapping):

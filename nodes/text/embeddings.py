@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from nodes import device as devices
 from nodes.folders import FolderPaths, UnsafePathError
 
 __all__ = ["EMBEDDING_PREFIX", "load_embedding_file", "embedding_vectors", "find_embedding", "folder_lookup"]
@@ -48,9 +49,11 @@ def load_embedding_file(path: str) -> Any:
     if path.lower().endswith((".safetensors", ".sft")):
         from safetensors.torch import load_file  # noqa: PLC0415
 
-        data: Any = load_file(path, device="cpu")
+        data: Any = load_file(path, device=str(devices.offload_device()))
     else:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        from nodes.models.safe_pickle import load_torch_file  # noqa: PLC0415
+
+        data = load_torch_file(path)  # weights-only unpickling; refuses files that would run code
     with _cache_lock:
         _cache[key] = data
         while len(_cache) > _CACHE_SIZE:

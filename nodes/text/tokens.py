@@ -165,7 +165,12 @@ def _embedding(clip: ClipWrapper, name: str, encoder: str, info: EncoderInfo) ->
     if path is None:
         log.warning("embedding %r not found in the embeddings folders; ignored", name)
         return None, leftover
-    vectors = embedding_vectors(load_embedding_file(path), encoder)
+    try:
+        data = load_embedding_file(path)
+    except Exception as exc:  # noqa: BLE001 - a bad file in the folder must not fail every prompt
+        log.warning("embedding %r (%s) cannot be read: %s; ignored", name, path, exc)
+        return None, leftover
+    vectors = embedding_vectors(data, encoder)
     if vectors is None:
         log.warning("embedding %r (%s) has no vectors for %s; ignored", name, path, encoder)
     elif vectors.shape[-1] != info.hidden_size:

@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from nodes.models.ldm_export import unet_to_ldm
 from nodes.models.lora import apply_lora, load_lora_file, lora_patches, unet_ldm_module_names
+from nodes.models.safe_pickle import UnsafePickleError
 from nodes.models.tiny import tiny_sd1, tiny_sdxl
 from nodes.models.wrappers import ClipWrapper, ModelWrapper, wrap_checkpoint
 from nodes.text import encode_text
@@ -219,3 +220,16 @@ def test_sdxl_kohya_lora_with_ldm_names_and_two_text_encoders(sdxl) -> None:
     lmodel, lclip = apply_lora(model, clip, sd, 1.0, 1.0)
     check_applied(unet_before, weights_of(lmodel), deltas, "unet", 1.0)
     check_applied(clip_before, weights_of(lclip), deltas, "clip", 1.0)
+
+
+class _Sneaky:
+    def __reduce__(self):
+        return (print, ("unpickling ran code",))
+
+
+def test_pickled_lora_that_would_run_code_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"lora_unet_conv_in.lora_down.weight": torch.zeros(1), "x": _Sneaky()}, path)
+    with pytest.raises(UnsafePickleError, match="refusing to unpickle"):
+        load_lora_file(path)
+    assert "unpickling ran code" not in capsys.readouterr().out

@@ -6,6 +6,7 @@ import threading
 import pytest
 import torch
 
+from nodes.device import offload_device
 from nodes.models.tiny import tiny_sd1, tiny_sdxl
 from nodes.models.wrappers import (
     ClipWrapper, FullDelta, LowRankDelta, ModelWrapper, ModuleSlot, VaeWrapper, _tiled_map, wrap_checkpoint,
@@ -190,7 +191,7 @@ def test_vae_encode_decode_match_diffusers(sd1) -> None:
     g = torch.Generator().manual_seed(1)
     pixels = torch.rand(2, 32, 48, 3, generator=g)
     latents = vae.encode(pixels)
-    assert latents.shape == (2, 4, 4, 6) and latents.dtype == torch.float32 and latents.device.type == "cpu"
+    assert latents.shape == (2, 4, 4, 6) and latents.dtype == torch.float32 and latents.device == offload_device()
     with torch.no_grad():
         raw = module.encode(pixels.movedim(-1, 1) * 2 - 1).latent_dist.mean
         expected_img = ((module.decode(raw).sample + 1) / 2).clamp(0, 1).movedim(1, -1)

@@ -18,6 +18,13 @@ START, END, A, CAT = 49406, 49407, 320, 2368
 G_WIDTH = tiny_text_encoder_config("clip_g")["hidden_size"]  # the tiny clip_g is wider than clip_l, as the real one
 
 
+class Sneaky:
+    """Pickles into a call of print(): a stand-in for code a malicious .pt file would run."""
+
+    def __reduce__(self):
+        return (print, ("unpickling ran code",))
+
+
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> FolderPaths:
     fp = FolderPaths(tmp_path_factory.mktemp("root"), create_dirs=True)
@@ -33,6 +40,8 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> FolderPaths:
     torch.save({"<tok>": torch.randn(32, generator=g)}, emb / "learned_embeds.bin")
     save_file({"emb_params": torch.randn(1, 16, generator=g)}, str(emb / "narrow.safetensors"))
     save_file({"clip_g": torch.randn(1, G_WIDTH, generator=g)}, str(emb / "g_only.safetensors"))
+    torch.save({"string_to_param": {"*": Sneaky()}}, emb / "sneaky.pt")
+    (emb / "broken.safetensors").write_bytes(b"not a safetensors file")
     return fp
 
 
@@ -79,15 +88,20 @@ def test_an_embedding_equal_to_a_token_row_encodes_like_the_token(clip, tmp_path
     assert torch.allclose(cond, ref, atol=1e-6) and torch.allclose(pooled, ref_pooled, atol=1e-6)
 
 
-def test_missing_unsafe_and_misfit_embeddings_are_ignored_with_a_warning(clip, caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_unsafe_and_misfit_embeddings_are_ignored_with_a_warning(clip, caplog: pytest.LogCaptureFixture,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     with caplog.at_level(logging.WARNING):
-        enc = tokenize(clip, "a embedding:nope embedding:../../etc/passwd embedding:narrow embedding:g_only cat")
+        enc = tokenize(clip, "a embedding:nope embedding:../../etc/passwd embedding:narrow embedding:g_only "
+                             "embedding:sneaky embedding:broken cat")
     ids = enc.encoders[0].ids[0]
     assert ids[:4].tolist() == [START, A, CAT, END] and enc.encoders[0].embeds == {}
     assert "embedding 'nope' not found" in caplog.text
     assert "refused" in caplog.text
     assert "has vectors of size 16, clip_l needs 32" in caplog.text
     assert "'g_only'" in caplog.text and "no vectors for clip_l" in caplog.text
+    assert "'sneaky'" in caplog.text and "refusing to unpickle" in caplog.text
+    assert "'broken'" in caplog.text and "cannot be read" in caplog.text
+    assert "unpickling ran code" not in capsys.readouterr().out
 
 
 def test_without_an_embeddings_folder_the_word_is_text() -> None:

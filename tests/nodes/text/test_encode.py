@@ -7,6 +7,7 @@ import pytest
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+from nodes.device import compute_device
 from nodes.models.tiny import tiny_sd1, tiny_sdxl
 from nodes.models.wrappers import wrap_checkpoint
 from nodes.text import conditioning, encode, encode_text, tokenize
@@ -37,7 +38,7 @@ def test_sd1_matches_diffusers_encode_prompt(sd1) -> None:
     (model, clip, _), pipe = sd1
     cond, pooled = encode_text(clip, PROMPT)
     with torch.no_grad():
-        expected, _ = pipe.encode_prompt(PROMPT, torch.device("cpu"), 1, False)
+        expected, _ = pipe.encode_prompt(PROMPT, compute_device(), 1, False)
     assert cond.shape == (1, 77, 32) and cond.dtype == torch.float32
     assert torch.allclose(cond, expected, atol=1e-6)
     te = clip.slot.module[0]
@@ -56,7 +57,7 @@ def test_sd1_clip_skip_matches_diffusers(sd1) -> None:
         ids = pipe.tokenizer(PROMPT, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         hidden = te(ids, output_hidden_states=True).hidden_states[-(1 + 1)]
         expected = te.final_layer_norm(hidden)
-        last, _ = pipe.encode_prompt(PROMPT, torch.device("cpu"), 1, False)
+        last, _ = pipe.encode_prompt(PROMPT, compute_device(), 1, False)
     assert torch.allclose(cond, expected, atol=1e-6) and not torch.allclose(cond, last, atol=1e-3)
     # -1 is the default for SD1
     assert torch.allclose(encode_text(clip.with_layer_idx(-1), PROMPT)[0], last, atol=1e-6)
@@ -74,7 +75,7 @@ def test_sdxl_matches_diffusers_encode_prompt(sdxl) -> None:
     (_, clip, _), pipe = sdxl
     cond, pooled = encode_text(clip, PROMPT)
     with torch.no_grad():
-        expected, _, expected_pooled, _ = pipe.encode_prompt(PROMPT, device=torch.device("cpu"),
+        expected, _, expected_pooled, _ = pipe.encode_prompt(PROMPT, device=compute_device(),
                                                              do_classifier_free_guidance=False)
     l_width, g_width = (e.hidden_size for e in clip.encoders)
     g_proj = clip.slot.module[1].config.projection_dim
