@@ -162,6 +162,27 @@ def test_object_info_shows_plugin_nodes(loaded: Loaded) -> None:
                                                      "extra_pnginfo": "EXTRA_PNGINFO"}
 
 
+def test_every_v1_class_attribute_is_read(loaded: Loaded) -> None:
+    info = loaded.registry.object_info()["V1Everything"]
+    assert info["category"] == "v1_pack/all" and info["description"] == "All the attributes"
+    assert info["output"] == ["INT", "STRING"] and info["output_name"] == ["count", "label"]
+    assert info["output_tooltips"] == ["calls so far", "the label"] and info["output_is_list"] == [False, False]
+    assert info["deprecated"] is True and info["experimental"] is True
+    assert info["search_aliases"] == ["everything", "all attributes"]
+    assert info["input"]["required"]["mode"] == [["a", "b"], {"default": "a"}]
+    assert info["input"]["optional"]["extra"] == ["INT", {"default": 1, "min": 0, "max": 9, "display": "slider"}]
+    assert info["input_order"] == {"required": ["label", "mode"], "optional": ["extra"]}
+    # NOT_IDEMPOTENT: the same node under another id runs again instead of coming from the cache
+    executor = Executor(loaded.registry)
+    calls = loaded.modules["v1_pack"].CALLS
+    before = calls.count("V1Everything")
+    for node_id in ("1", "2", "2"):
+        result, _ = run(loaded, {node_id: {"class_type": "V1Everything", "inputs": {"label": "l", "mode": "b"}},
+                                 "9": {"class_type": "V1ShowText", "inputs": {"value": [node_id, 1]}}}, executor)
+        assert result.outputs["9"]["text"] == ["l-b-1"]
+    assert calls.count("V1Everything") - before == 2
+
+
 def test_report_json_and_timings(loaded: Loaded, caplog: pytest.LogCaptureFixture) -> None:
     data = json.loads(json.dumps(loaded.report.to_json()))
     assert data["api_version"] == "1.0"

@@ -220,7 +220,39 @@ class V1Gate:
         return (ExecutionBlocker(message or None) if block else value,)
 
 
+class V1Everything:
+    """Sets every class attribute a V1 node may set."""
+
+    CATEGORY = "v1_pack/all"
+    DESCRIPTION = "All the attributes"
+    RETURN_TYPES = ("INT", "STRING")
+    RETURN_NAMES = ("count", "label")
+    OUTPUT_TOOLTIPS = ("calls so far", "the label")
+    OUTPUT_IS_LIST = (False, False)
+    FUNCTION = "run"
+    OUTPUT_NODE = False
+    INPUT_IS_LIST = False
+    NOT_IDEMPOTENT = True
+    DEPRECATED = True
+    EXPERIMENTAL = True
+    API_NODE = False
+    DEV_ONLY = False
+    HAS_INTERMEDIATE_OUTPUT = False
+    SEARCH_ALIASES = ["everything", "all attributes"]
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"label": ("STRING", {"default": "x", "tooltip": "a label", "placeholder": "type"}),
+                             "mode": ("COMBO", {"options": ["a", "b"], "default": "a"})},
+                "optional": {"extra": ("INT", {"default": 1, "min": 0, "max": 9, "display": "slider"})}}
+
+    def run(self, label, mode, extra=1):
+        CALLS.append("V1Everything")
+        return (CALLS.count("V1Everything"), f"{label}-{mode}-{extra}")
+
+
 NODE_CLASS_MAPPINGS = {
+    "V1Everything": V1Everything,
     "V1Number": V1Number, "V1Add": V1Add, "V1ShowText": V1ShowText, "V1LazySwitch": V1LazySwitch,
     "V1Multiply": V1Multiply, "V1Token": V1Token, "V1Even": V1Even, "V1Sleep": V1Sleep,
     "V1Progress": V1Progress, "V1Gate": V1Gate, "V1SplitWords": V1SplitWords, "V1Upper": V1Upper,
