@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from graph.plugins import PluginReport, load_plugins, run_prestartup_scripts
-from graph.schema import MAX_RESOLUTION
 
 if TYPE_CHECKING:
     import asyncio
@@ -92,11 +91,6 @@ def install_compat_modules() -> None:
     if not _installed():
         # First, so a `comfy` or `server.py` elsewhere on sys.path never shadows ours.
         sys.meta_path.insert(0, _CompatFinder(ALIASED_ROOTS))
-    import nodes  # noqa: PLC0415
-
-    # V1 plugins read nodes.MAX_RESOLUTION; until nodes/__init__.py exports it, provide the engine's value.
-    if not hasattr(nodes, "MAX_RESOLUTION"):
-        nodes.MAX_RESOLUTION = MAX_RESOLUTION  # type: ignore[attr-defined]
 
 
 def uninstall_compat_modules() -> None:
