@@ -256,10 +256,13 @@ def _import(candidate: _Candidate) -> types.ModuleType:
 
 def _plugin_frame(exc: BaseException, candidate: _Candidate) -> str:
     """`file:line` of the deepest traceback frame inside the plugin, so the cause points at its code."""
-    root = str(candidate.path.parent if not candidate.is_package else candidate.path)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}"
+    inside = (lambda f: f.startswith(str(candidate.path) + os.sep)) if candidate.is_package \
+        else (lambda f: f == str(candidate.path))
     where = ""
     for frame in traceback.extract_tb(exc.__traceback__):
-        if os.path.abspath(frame.filename).startswith(root):
+        if inside(os.path.abspath(frame.filename)):
             where = f"{frame.filename}:{frame.lineno}"
     return where
 

@@ -30,7 +30,7 @@ FIXTURE = Path(__file__).resolve().parent / "plugins_fixture"
 LOADED = {"good_pack", "v1_pack", "raising_node", "core_clash", "web_escape", "prestartup_pack",
           "broken_prestartup"}
 FAILED = {"raises_on_import", "bad_v1_declaration", "bad_node_declaration", "raises_at_registration",
-          "missing_requirement", "needs_comfy_sd", "future_api", "not_a_plugin"}
+          "missing_requirement", "needs_comfy_sd", "future_api", "not_a_plugin", "syntax_error"}
 
 
 @dataclass
@@ -103,6 +103,8 @@ def test_failures_name_the_cause(loaded: Loaded) -> None:
     assert causes["needs_comfy_sd"].startswith("needs ComfyUI module 'comfy.sd', which diffloom does not provide")
     assert causes["future_api"].startswith("written for diffloom plugin API 2.0; this diffloom provides API 1.0")
     assert causes["not_a_plugin"] == "not a plugin: the folder has no __init__.py"
+    assert causes["syntax_error"].startswith("import raised SyntaxError: ")
+    assert causes["syntax_error"].endswith("plugins_fixture/syntax_error.py:2)")
     assert "RuntimeError" in loaded.report.get("raises_on_import").traceback
 
 
