@@ -1,0 +1,144 @@
+"""Fixtures for the editor tests: one real server with a tiny checkpoint, one headless Chromium, a page per test.
+
+Every test fails on a console error or uncaught exception in the page (except the HTTP errors a test
+says it expects). When a test fails, the screenshots of its key states and of the final page are
+saved under test-results/web/<test name>/.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.web.editor import Editor
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "test-results" / "web"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# A ComfyUI-format workflow (positional widgets_values) offered by the workflows/ listing.
+LISTED_WORKFLOW = {
+    "last_node_id": 2, "last_link_id": 1, "version": 0.4, "config": {}, "extra": {}, "groups": [],
+    "nodes": [
+        {"id": 1, "type": "EmptyLatentImage", "pos": [100, 100], "size": [315, 106], "flags": {}, "order": 0,
+         "mode": 0, "inputs": [], "outputs": [{"name": "LATENT", "type": "LATENT", "links": [1], "slot_index": 0}],
+         "properties": {"Node name for S&R": "EmptyLatentImage"}, "widgets_values": [96, 80, 2]},
+        {"id": 2, "type": "LatentUpscaleBy", "pos": [500, 100], "size": [315, 82], "flags": {}, "order": 1,
+         "mode": 0, "inputs": [{"name": "samples", "type": "LATENT", "link": 1}], "outputs": [
+            {"name": "LATENT", "type": "LATENT", "links": [], "slot_index": 0}],
+         "properties": {"Node name for S&R": "LatentUpscaleBy"}, "widgets_values": ["bilinear", 1.5]},
+    ],
+    "links": [[1, 1, 0, 2, 0, "LATENT"]],
+}
+
+
+ENV = {**os.environ, "GOMP_SPINCOUNT": "0", "HF_HUB_OFFLINE": "1"}
+
+
+class EditorServer:
+    """`server.py` (through tests/web/editor_server.py) on a free loopback port, with a tiny SD1 checkpoint."""
+
+    def __init__(self, base: Path, workflows: Path) -> None:
+        self.base = base
+        self.workflows = workflows
+        self.lines: list[str] = []
+        self.url = ""
+        self._ready = threading.Event()
+        cmd = [sys.executable, str(ROOT / "tests" / "web" / "editor_server.py"), "--workflows-dir", str(workflows),
+               "--tiny-checkpoint", "sd1", "--port", "0", "--base-directory", str(base), "--front-end-root", str(ROOT / "web"),
+               "--disable-all-custom-nodes", "--preview-size", "64"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            match = re.search(r"diffloom listening on (http://\S+?)(,|$|\s)", line)
+            if match:
+                self.url = match.group(1)
+                self._ready.set()
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the editor's server did not start:\n" + "".join(self.lines[-40:]))
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def editor_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EditorServer]:
+    base = tmp_path_factory.mktemp("editor_base")
+    workflows = tmp_path_factory.mktemp("editor_workflows")
+    (workflows / "latent_upscale.json").write_text(json.dumps(LISTED_WORKFLOW))
+    server = EditorServer(base, workflows)
+    server.wait_ready()
+    yield server
+    code = server.stop()
+    assert code == 0, f"server exited with {code}:\n{''.join(server.lines[-60:])}"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: install Debian's chromium package (make browser)"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
+
+
+@pytest.fixture
+def editor(request: pytest.FixtureRequest, browser: Browser, editor_server: EditorServer) -> Iterator[Editor]:
+    """A fresh browser context on the editor page, loaded and ready."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True)
+    page: Page = context.new_page()
+    page.set_default_timeout(20_000)
+    ed = Editor(page, editor_server.url, editor_server.base)
+    ed.open()
+    yield ed
+    failed = any(getattr(request.node, f"report_{when}", None) is not None
+                 and getattr(request.node, f"report_{when}").failed for when in ("setup", "call"))
+    problems = ed.unexpected_console_errors()
+    if failed or problems:
+        folder = RESULTS / re.sub(r"[^\w.-]+", "_", request.node.name)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for index, (name, png) in enumerate(ed.snapshots):
+            (folder / f"{index:02d}_{name}.png").write_bytes(png)
+        try:
+            page.screenshot(path=str(folder / "final.png"))
+        except Exception as exc:  # noqa: BLE001 - the page may be gone; the saved states still help
+            (folder / "final.txt").write_text(f"no final screenshot: {exc}")
+        (folder / "console.txt").write_text("\n".join(ed.console))
+    context.close()
+    assert not problems, "console errors in the editor:\n" + "\n".join(problems)

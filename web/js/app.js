@@ -1,0 +1,754 @@
+// The editor: canvas, toolbar, files, queueing, and the glue between the other modules.
+
+import { LGraph, LGraphCanvas, LGraphGroup, LiteGraph } from "../vendor/litegraph/litegraph.es.js";
+import { Api, ApiError } from "./api.js";
+import { ExecutionView } from "./execution.js";
+import { openMaskEditor } from "./maskeditor.js";
+import { registerNodeTypes } from "./nodes.js";
+import { readPngText } from "./png.js";
+import { QueuePanels } from "./queue.js";
+import { askText, el, showDialog, toast } from "./ui.js";
+import { ChangeTracker } from "./undo.js";
+import { applyControlWidgets } from "./widgets.js";
+import {
+  DEFAULT_LAYOUT, defaultPrompt, downloadJson, firstCheckpoint, loadApiPrompt, serializeGraph,
+  unwrapWorkflow, workflowKind,
+} from "./workflow.js";
+
+const SESSION_KEY = "diffloom.workflow";
+const IMAGE_AREA = 256;
+
+/** The list of validation or execution errors under the toolbar, each one jumping to its node. */
+class ErrorPanel {
+  constructor(app, element) {
+    this.app = app;
+    this.element = element;
+  }
+
+  clear() {
+    this.element.hidden = true;
+    this.element.replaceChildren();
+  }
+
+  show(title, lines, details = "") {
+    const items = lines.map(({ id, label, text }) => el("li", {}, [
+      id != null
+        ? el("button.link", { onclick: () => this.app.focusNode(id), title: "Show this node" }, [label])
+        : el("strong", { text: label }),
+      el("span", { text: ` ${text}` }),
+    ]));
+    this.element.replaceChildren(
+      el("header", {}, [el("strong", { text: title }),
+        el("button.close", { title: "Dismiss", onclick: () => this.clear() }, ["×"])]),
+      el("ul", {}, items),
+      details ? el("details", {}, [el("summary", { text: "Traceback" }), el("pre", { text: details })]) : null,
+    );
+    this.element.hidden = false;
+  }
+}
+
+export class App {
+  constructor() {
+    this.api = new Api();
+    this.objectInfo = {};
+    this.workflowName = "Unsaved workflow";
+    this.images = new Map(); // url -> HTMLImageElement
+  }
+
+  async start() {
+    this.setupCanvas();
+    this.errorPanel = new ErrorPanel(this, document.getElementById("errors"));
+    this.execution = new ExecutionView(this);
+    this.queuePanels = new QueuePanels(this, {
+      queueList: document.getElementById("queue-list"),
+      historyList: document.getElementById("history-list"),
+      gallery: document.getElementById("gallery"),
+      queueBadge: document.getElementById("queue-count"),
+    });
+    this.tracker = new ChangeTracker(() => this.snapshot(), (state) => this.restore(state), () => this.onModified());
+    this.bindToolbar();
+    this.bindKeys();
+    this.bindDrops();
+    this.bindSidebar();
+    this.api.addEventListener("status", () => this.queuePanels.refresh());
+    this.api.addEventListener("connected", () => this.setConnection(true));
+    this.api.addEventListener("disconnected", () => this.setConnection(false));
+    await this.loadNodeDefinitions();
+    this.api.connect();
+    const saved = sessionStorage.getItem(SESSION_KEY);
+    if (saved) {
+      try {
+        this.loadUiWorkflow(JSON.parse(saved), "restored session");
+      } catch (error) {
+        console.warn("could not restore the last session:", error.message);
+        this.loadDefault();
+      }
+    } else {
+      this.loadDefault();
+    }
+    this.queuePanels.refresh();
+    this.refreshWorkflowList();
+    document.body.dataset.ready = "true";
+  }
+
+  // ---------------------------------------------------------------- canvas
+
+  setupCanvas() {
+    Object.assign(LiteGraph, {
+      release_link_on_empty_shows_menu: true,
+      search_hide_on_mouse_leave: false,
+      alt_drag_do_clone_nodes: true,
+      middle_click_slot_add_default_node: false,
+      ctrl_shift_v_paste_connect_unselected_outputs: true,
+      snaps_for_comfy: true,
+    });
+    LiteGraph.saveViewportWithGraph = true;
+    const element = document.getElementById("graph-canvas");
+    this.canvasElement = element;
+    this.graph = new LGraph();
+    this.canvas = new LGraphCanvas(element, this.graph);
+    this.canvas.allow_searchbox = true;
+    this.canvas.show_info = false;
+    this.canvas.render_canvas_border = false;
+    this.canvas.low_quality_zoom_threshold = 0.45;
+    this.canvas.onSearchBox = (helper, text) => this.searchNodes(text);
+    this.canvas.getMenuOptions = () => this.canvasMenuOptions();
+    this.graph.onAfterChange = () => this.tracker?.checkSoon();
+    element.addEventListener("pointerup", () => this.tracker.checkSoon());
+    document.addEventListener("keyup", (e) => {
+      if (!this.isTyping(e)) this.tracker.checkSoon();
+    });
+    const resize = () => {
+      const scale = Math.max(window.devicePixelRatio, 1);
+      const { width, height } = element.parentElement.getBoundingClientRect();
+      element.width = Math.round(width * scale);
+      element.height = Math.round(height * scale);
+      element.style.width = `${width}px`;
+      element.style.height = `${height}px`;
+      element.getContext("2d").scale(scale, scale);
+      this.canvas.draw(true, true);
+    };
+    new ResizeObserver(resize).observe(element.parentElement);
+    resize();
+  }
+
+  /** Search-box results: node types whose name, title or category contain every word typed. */
+  searchNodes(text) {
+    const words = text.toLowerCase().split(/\s+/).filter(Boolean);
+    const scored = [];
+    for (const [type, cls] of Object.entries(LiteGraph.registered_node_types)) {
+      const title = String(cls.title ?? type).toLowerCase();
+      const haystack = `${title} ${type.toLowerCase()} ${String(cls.category ?? "").toLowerCase()}`;
+      if (!words.every((w) => haystack.includes(w))) continue;
+      const query = words.join(" ");
+      const score = !query ? 3 : title === query || type.toLowerCase() === query ? 0
+        : title.startsWith(query) || type.toLowerCase().startsWith(query) ? 1 : 2;
+      scored.push([score, title, type]);
+    }
+    scored.sort((a, b) => a[0] - b[0] || a[1].localeCompare(b[1]));
+    return scored.slice(0, 60).map(([, , type]) => type);
+  }
+
+  /** Open the node search box at a screen position (default: the middle of the canvas). */
+  openSearch(clientX, clientY) {
+    const rect = this.canvasElement.getBoundingClientRect();
+    const x = clientX ?? rect.left + rect.width / 2;
+    const y = clientY ?? rect.top + rect.height / 3;
+    const event = new MouseEvent("dblclick", { clientX: x, clientY: y });
+    Object.defineProperty(event, "layerY", { value: y - rect.top });
+    LGraphCanvas.active_canvas = this.canvas;
+    this.canvas.showSearchBox(event);
+  }
+
+  canvasMenuOptions() {
+    const selected = Object.keys(this.canvas.selected_nodes).length;
+    return [
+      { content: "Add Node", has_submenu: true, callback: LGraphCanvas.onMenuAdd },
+      { content: "Search nodes… (/)", callback: (v, o, e) => this.openSearch(e?.clientX, e?.clientY) },
+      { content: "Add Group", callback: LGraphCanvas.onGroupAdd },
+      selected ? { content: "Group selected nodes (Ctrl+G)", callback: () => this.groupSelected() } : null,
+      null,
+      { content: "Fit view", callback: () => this.fitView() },
+    ];
+  }
+
+  groupSelected() {
+    const items = [...this.canvas.selectedItems];
+    if (!items.length) {
+      toast("Select the nodes to group first", "info");
+      return;
+    }
+    const group = new LGraphGroup("Group");
+    group.resizeTo(items, 12);
+    this.graph.add(group);
+    this.tracker.checkSoon();
+  }
+
+  fitView() {
+    const nodes = this.graph.nodes;
+    if (!nodes.length) return;
+    let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+    for (const node of nodes) {
+      x0 = Math.min(x0, node.pos[0]);
+      y0 = Math.min(y0, node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT);
+      x1 = Math.max(x1, node.pos[0] + node.size[0]);
+      y1 = Math.max(y1, node.pos[1] + node.size[1]);
+    }
+    const rect = this.canvasElement.getBoundingClientRect();
+    const margin = 40;
+    const scale = Math.min(1.2, Math.max(0.2, Math.min((rect.width - 2 * margin) / (x1 - x0),
+      (rect.height - 2 * margin) / (y1 - y0))));
+    this.canvas.ds.scale = scale;
+    this.canvas.ds.offset[0] = -x0 + (rect.width / scale - (x1 - x0)) / 2;
+    this.canvas.ds.offset[1] = -y0 + (rect.height / scale - (y1 - y0)) / 2;
+    this.canvas.setDirty(true, true);
+  }
+
+  focusNode(id) {
+    const node = this.graph.getNodeById(Number(id)) ?? this.graph.getNodeById(id);
+    if (!node) return;
+    this.canvas.centerOnNode(node);
+    this.canvas.selectNode(node);
+  }
+
+  // ---------------------------------------------------------------- node hooks
+
+  nodeHooks() {
+    return {
+      editText: (node, widget) => this.editText(node, widget),
+      nodeCreated: (node) => this.onNodeCreated(node),
+      nodeConfigured: (node) => this.refreshUploadPreview(node),
+      widgetChanged: (node, widget) => {
+        if (widget?.options?.upload) this.refreshUploadPreview(node);
+        this.tracker.checkSoon();
+      },
+      drawForeground: (node, ctx) => this.execution.drawForeground(node, ctx),
+      drawBackground: (node, ctx) => this.drawNodeImages(node, ctx),
+      extraMenuOptions: (node, options) => this.nodeMenuOptions(node, options),
+    };
+  }
+
+  onNodeCreated(node) {
+    const upload = node.widgets?.find((w) => w.options?.upload);
+    if (upload) {
+      const button = node.addWidget("button", "choose file to upload", "image", () => this.pickUpload(node, upload));
+      button.serialize = false;
+      button.label = "choose file to upload";
+      node.setSize([Math.max(node.size[0], 260), node.computeSize()[1]]);
+      this.refreshUploadPreview(node);
+    }
+  }
+
+  nodeMenuOptions(node) {
+    const upload = node.widgets?.find((w) => w.options?.upload);
+    const images = node.imageUrls ?? [];
+    const items = [];
+    if (images.length) {
+      items.push({ content: "Open image", callback: () => this.showImage(images[0], node.title) });
+    }
+    if (upload && upload.value) {
+      items.push({ content: "Edit mask…", callback: () => this.editMask(node, upload) });
+    }
+    return items.length ? [null, ...items] : [];
+  }
+
+  /** A textarea over a multi-line widget, live-editing its value. */
+  editText(node, widget) {
+    this.closeTextEditor?.();
+    const rect = this.canvasElement.getBoundingClientRect();
+    const { ds } = this.canvas;
+    const [x, y] = ds.convertOffsetToCanvas([node.pos[0] + 15, node.pos[1] + widget.y]);
+    const width = (node.size[0] - 30) * ds.scale;
+    const height = ((widget.computedHeight ?? 68) - 4) * ds.scale;
+    const area = el("textarea.text-editor", {
+      spellcheck: "false",
+      "aria-label": widget.name,
+      style: `left:${rect.left + x}px;top:${rect.top + y}px;width:${width}px;height:${height}px;`
+        + `font-size:${Math.max(10, 12 * ds.scale)}px`,
+    });
+    area.value = widget.value ?? "";
+    const commit = () => {
+      if (area.value !== widget.value) {
+        widget.value = area.value;
+        node.onWidgetChanged?.(widget.name, widget.value, null, widget);
+        this.canvas.setDirty(true);
+      }
+    };
+    area.addEventListener("input", commit);
+    area.addEventListener("keydown", (e) => {
+      if (e.key === "Escape" || (e.key === "Enter" && (e.ctrlKey || e.metaKey))) {
+        e.preventDefault();
+        this.closeTextEditor();
+      }
+      e.stopPropagation();
+    });
+    area.addEventListener("blur", () => this.closeTextEditor?.());
+    this.closeTextEditor = () => {
+      this.closeTextEditor = null;
+      commit();
+      area.remove();
+      this.tracker.checkSoon();
+    };
+    document.body.append(area);
+    area.focus();
+  }
+
+  // ---------------------------------------------------------------- images on nodes
+
+  imageFor(url) {
+    let image = this.images.get(url);
+    if (!image) {
+      image = new Image();
+      image.onload = () => this.canvas.setDirty(true);
+      image.src = url;
+      this.images.set(url, image);
+      if (this.images.size > 200) this.images.delete(this.images.keys().next().value);
+    }
+    return image;
+  }
+
+  /** Show `urls` in the node's image area, growing the node to fit. */
+  setNodeImages(node, urls, { preview = false } = {}) {
+    node.imageUrls = urls;
+    node.imageIsPreview = preview;
+    for (const url of urls) this.imageFor(url);
+    const top = this.contentBottom(node);
+    if (node.size[1] < top + IMAGE_AREA * 0.75 || node.size[0] < IMAGE_AREA) {
+      node.setSize([Math.max(node.size[0], IMAGE_AREA), Math.max(node.size[1], top + IMAGE_AREA)]);
+    }
+    this.canvas.setDirty(true, true);
+  }
+
+  contentBottom(node) {
+    const widgets = node.widgets ?? [];
+    if (widgets.length) {
+      const last = widgets[widgets.length - 1];
+      return (last.y || 0) + (last.computedHeight ?? LiteGraph.NODE_WIDGET_HEIGHT + 4) + 4;
+    }
+    const slots = Math.max(node.inputs?.length ?? 0, node.outputs?.length ?? 0);
+    return slots * LiteGraph.NODE_SLOT_HEIGHT + 8;
+  }
+
+  drawNodeImages(node, ctx) {
+    const urls = node.imageUrls;
+    if (!urls?.length || node.flags?.collapsed) return;
+    const top = this.contentBottom(node);
+    const [width, height] = node.size;
+    const areaH = height - top - 6;
+    if (areaH < 20) return;
+    const count = urls.length;
+    const columns = Math.ceil(Math.sqrt(count));
+    const rows = Math.ceil(count / columns);
+    const cellW = (width - 12) / columns;
+    const cellH = areaH / rows;
+    urls.forEach((url, i) => {
+      const image = this.images.get(url);
+      if (!image?.complete || !image.naturalWidth) return;
+      const fit = Math.min(cellW / image.naturalWidth, cellH / image.naturalHeight);
+      const w = image.naturalWidth * fit;
+      const h = image.naturalHeight * fit;
+      const x = 6 + (i % columns) * cellW + (cellW - w) / 2;
+      const y = top + Math.floor(i / columns) * cellH + (cellH - h) / 2;
+      ctx.drawImage(image, x, y, w, h);
+    });
+  }
+
+  refreshUploadPreview(node) {
+    const upload = node.widgets?.find((w) => w.options?.upload);
+    if (!upload) return;
+    if (!upload.value) {
+      node.imageUrls = [];
+      return;
+    }
+    const [subfolder, filename] = splitAnnotated(upload.value);
+    this.setNodeImages(node, [this.api.viewUrl({ filename, subfolder, type: "input" })]);
+  }
+
+  async pickUpload(node, widget) {
+    const input = el("input", { type: "file", accept: "image/png,image/jpeg,image/webp,image/gif,image/bmp" });
+    input.addEventListener("change", () => {
+      if (input.files?.[0]) this.uploadToNode(node, widget, input.files[0]);
+    });
+    input.click();
+  }
+
+  async uploadToNode(node, widget, file) {
+    try {
+      const answer = await this.api.uploadImage(file);
+      const name = answer.subfolder ? `${answer.subfolder}/${answer.name}` : answer.name;
+      if (!widget.options.values.includes(name)) widget.options.values = [...widget.options.values, name];
+      widget.value = name;
+      this.refreshUploadPreview(node);
+      this.tracker.checkSoon();
+      toast(`Uploaded ${name}`, "success", { timeout: 2500 });
+    } catch (error) {
+      toast(`Upload of ${file.name} failed: ${error.message}`, "error");
+    }
+  }
+
+  editMask(node, widget) {
+    const [subfolder, filename] = splitAnnotated(widget.value);
+    const ref = { filename, subfolder, type: "input" };
+    openMaskEditor(this.api, ref, async (answer) => {
+      const name = answer.subfolder ? `${answer.subfolder}/${answer.name}` : answer.name;
+      if (!widget.options.values.includes(name)) widget.options.values = [...widget.options.values, name];
+      widget.value = name;
+      this.images.clear();
+      this.refreshUploadPreview(node);
+      this.tracker.checkSoon();
+    });
+  }
+
+  showImage(url, caption) {
+    showDialog(caption ?? "Image", el("figure.viewer", {}, [
+      el("img", { src: url, alt: caption ?? "" }),
+      el("figcaption", {}, [el("a", { href: url, target: "_blank", rel: "noopener", text: "Open in a new tab" })]),
+    ]), { wide: true });
+  }
+
+  showLivePreview(url) {
+    const box = document.getElementById("live-preview");
+    box.querySelector("img").src = url;
+    box.hidden = false;
+  }
+
+  hideLivePreview() {
+    document.getElementById("live-preview").hidden = true;
+  }
+
+  setProgress(progress) {
+    const box = document.getElementById("progress");
+    if (!progress) {
+      box.dataset.state = "idle";
+      box.querySelector(".bar").style.width = "0%";
+      box.querySelector(".label").textContent = this.api.connected ? "idle" : "disconnected";
+      return;
+    }
+    box.dataset.state = "running";
+    const fraction = progress.max ? progress.value / progress.max : 0;
+    box.querySelector(".bar").style.width = `${Math.round(fraction * 100)}%`;
+    box.querySelector(".label").textContent = progress.label;
+  }
+
+  setConnection(connected) {
+    document.body.dataset.connected = String(connected);
+    if (!this.execution.executing) this.setProgress(null);
+    if (connected) this.queuePanels.refresh();
+  }
+
+  // ---------------------------------------------------------------- workflows
+
+  async loadNodeDefinitions() {
+    this.objectInfo = await this.api.objectInfo();
+    registerNodeTypes(this.objectInfo, this.nodeHooks());
+  }
+
+  /** Reload /object_info (new models or images) keeping the current graph. */
+  async refreshNodeDefinitions() {
+    const state = serializeGraph(this.graph);
+    await this.loadNodeDefinitions();
+    this.loadUiWorkflow(state, this.workflowName, { keepHistory: true });
+    toast("Node definitions and model lists refreshed", "success", { timeout: 2500 });
+  }
+
+  snapshot() {
+    const data = serializeGraph(this.graph);
+    delete data.extra?.ds;
+    return data;
+  }
+
+  restore(state) {
+    const ds = { scale: this.canvas.ds.scale, offset: [...this.canvas.ds.offset] };
+    this.graph.configure(state);
+    this.canvas.ds.scale = ds.scale;
+    this.canvas.ds.offset = ds.offset;
+    this.reattachOutputs();
+    this.canvas.setDirty(true, true);
+  }
+
+  onModified() {
+    try {
+      sessionStorage.setItem(SESSION_KEY, JSON.stringify(serializeGraph(this.graph)));
+    } catch {
+      // storage full or disabled: the session is simply not restored
+    }
+    document.getElementById("btn-undo").disabled = !this.tracker.undoStack.length;
+    document.getElementById("btn-redo").disabled = !this.tracker.redoStack.length;
+  }
+
+  reattachOutputs() {
+    for (const [id, images] of this.execution.outputs) {
+      const node = this.graph.getNodeById(Number(id));
+      if (node) this.setNodeImages(node, images.map((image) => this.api.viewUrl(image)));
+    }
+    for (const node of this.graph.nodes) this.refreshUploadPreview(node);
+  }
+
+  setWorkflowName(name) {
+    this.workflowName = name;
+    document.getElementById("workflow-name").textContent = name;
+    document.title = `${name} - diffloom`;
+  }
+
+  afterLoad(name, { keepHistory = false } = {}) {
+    this.execution.clearErrors();
+    this.execution.outputs.clear();
+    this.reattachOutputs();
+    this.setWorkflowName(name);
+    if (!keepHistory) this.tracker.reset();
+    this.onModified();
+    this.canvas.setDirty(true, true);
+  }
+
+  loadDefault() {
+    const checkpoint = firstCheckpoint(this.objectInfo);
+    if (!checkpoint) toast("No checkpoint found in models/checkpoints: add one to run this graph", "error", { timeout: 8000 });
+    const missing = loadApiPrompt(this.graph, defaultPrompt(checkpoint ?? "v1-5-pruned-emaonly-fp16.safetensors"), DEFAULT_LAYOUT);
+    this.reportMissing(missing);
+    this.afterLoad("Default txt2img");
+    this.fitView();
+  }
+
+  newWorkflow() {
+    this.graph.clear();
+    this.afterLoad("Unsaved workflow");
+  }
+
+  reportMissing(list) {
+    if (list.length) toast(`The server has no node type for: ${list.join(", ")}`, "error", { timeout: 10000 });
+  }
+
+  loadUiWorkflow(data, name, options) {
+    const missing = (data.nodes ?? []).filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => `${n.id} (${n.type})`);
+    this.graph.configure(structuredClone(data));
+    this.reportMissing(missing);
+    if (data.extra?.ds && Array.isArray(data.extra.ds.offset)) {
+      this.canvas.ds.scale = data.extra.ds.scale;
+      this.canvas.ds.offset = [...data.extra.ds.offset];
+      this.afterLoad(name, options);
+    } else {
+      this.afterLoad(name, options);
+      this.fitView();
+    }
+  }
+
+  /** Load any supported workflow object (UI, API, or a wrapper of one). */
+  loadWorkflowData(data, name) {
+    const workflow = unwrapWorkflow(data);
+    if (workflowKind(workflow) === "ui") {
+      this.loadUiWorkflow(workflow, name);
+    } else {
+      this.reportMissing(loadApiPrompt(this.graph, workflow));
+      this.afterLoad(name);
+      this.fitView();
+    }
+  }
+
+  async openFile(file) {
+    try {
+      if (file.type === "image/png" || file.name.toLowerCase().endsWith(".png")) {
+        const texts = await readPngText(await file.arrayBuffer());
+        const raw = texts.workflow ?? texts.prompt;
+        if (!raw) throw new Error("this PNG carries no 'workflow' or 'prompt' text chunk");
+        this.loadWorkflowData(JSON.parse(raw), file.name);
+      } else {
+        this.loadWorkflowData(JSON.parse(await file.text()), file.name.replace(/\.json$/i, ""));
+      }
+      toast(`Opened ${file.name}`, "success", { timeout: 2500 });
+    } catch (error) {
+      toast(`Could not open ${file.name}: ${error.message}`, "error");
+    }
+  }
+
+  async saveWorkflow() {
+    const suggested = this.workflowName.replace(/[^\w.-]+/g, "_").replace(/^_+|_+$/g, "") || "workflow";
+    const name = await askText("Save workflow as", suggested.endsWith(".json") ? suggested : `${suggested}.json`,
+      { okLabel: "Save" });
+    if (!name) return;
+    const filename = name.endsWith(".json") ? name : `${name}.json`;
+    downloadJson(serializeGraph(this.graph), filename);
+    this.setWorkflowName(filename.replace(/\.json$/, ""));
+  }
+
+  async exportApi() {
+    try {
+      const apiPrompt = await this.api.convertWorkflow(serializeGraph(this.graph));
+      const base = this.workflowName.replace(/[^\w.-]+/g, "_") || "workflow";
+      downloadJson(apiPrompt, `${base}_api.json`);
+    } catch (error) {
+      this.reportQueueError(error);
+    }
+  }
+
+  async refreshWorkflowList() {
+    const menu = document.getElementById("workflow-menu");
+    let names = [];
+    try {
+      const answer = await this.api.listWorkflows();
+      names = Array.isArray(answer) ? answer : answer.workflows ?? [];
+    } catch (error) {
+      menu.replaceChildren(el("p.empty", { text: `Workflow list unavailable (${error.message})` }));
+      return;
+    }
+    const items = names.map((entry) => {
+      const name = typeof entry === "string" ? entry : entry.name;
+      return el("button.menu-item", { role: "menuitem", onclick: () => this.openServerWorkflow(name) }, [name]);
+    });
+    menu.replaceChildren(...(items.length ? items : [el("p.empty", { text: "No workflows in workflows/" })]));
+  }
+
+  async openServerWorkflow(name) {
+    document.getElementById("workflow-menu").hidden = true;
+    try {
+      this.loadWorkflowData(await this.api.getWorkflow(name), name.replace(/\.json$/i, ""));
+    } catch (error) {
+      toast(`Could not open ${name}: ${error.message}`, "error");
+    }
+  }
+
+  // ---------------------------------------------------------------- queueing
+
+  async queue({ front = false } = {}) {
+    const count = Math.max(1, Math.min(100, Number(document.getElementById("batch-count").value) || 1));
+    this.closeTextEditor?.();
+    this.execution.clearErrors();
+    for (let i = 0; i < count; i++) {
+      const workflow = serializeGraph(this.graph);
+      try {
+        const answer = await this.api.queueWorkflow(workflow, { front });
+        if (answer?.node_errors && Object.keys(answer.node_errors).length) {
+          this.execution.showValidationErrors(answer.node_errors, null);
+        }
+      } catch (error) {
+        this.reportQueueError(error);
+        break;
+      }
+      for (const node of this.graph.nodes) applyControlWidgets(node);
+      this.canvas.setDirty(true);
+    }
+    this.tracker.check();
+    this.queuePanels.refresh();
+  }
+
+  reportQueueError(error) {
+    if (error instanceof ApiError && error.body?.node_errors) {
+      this.execution.showValidationErrors(error.body.node_errors, error.body.error);
+    } else if (error instanceof ApiError && error.body?.error) {
+      const { message, details } = error.body.error;
+      this.errorPanel.show("The server refused the prompt", [{ id: null, label: message ?? "Error", text: details ?? "" }]);
+    } else {
+      toast(error.message, "error");
+    }
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  bindToolbar() {
+    const on = (id, handler) => document.getElementById(id).addEventListener("click", handler);
+    const fileInput = document.getElementById("file-input");
+    on("btn-new", () => this.newWorkflow());
+    on("btn-default", () => this.loadDefault());
+    on("btn-open", () => fileInput.click());
+    fileInput.addEventListener("change", () => {
+      if (fileInput.files?.[0]) this.openFile(fileInput.files[0]);
+      fileInput.value = "";
+    });
+    on("btn-save", () => this.saveWorkflow());
+    on("btn-export", () => this.exportApi());
+    on("btn-undo", () => this.tracker.undo());
+    on("btn-redo", () => this.tracker.redo());
+    on("btn-add", () => this.openSearch());
+    on("btn-fit", () => this.fitView());
+    on("btn-refresh", () => this.refreshNodeDefinitions());
+    on("btn-queue", () => this.queue());
+    on("btn-interrupt", () => this.api.interrupt().catch((e) => toast(e.message, "error")));
+    const menu = document.getElementById("workflow-menu");
+    on("btn-workflows", (e) => {
+      e.stopPropagation();
+      menu.hidden = !menu.hidden;
+      if (!menu.hidden) this.refreshWorkflowList();
+    });
+    document.addEventListener("pointerdown", (e) => {
+      if (!menu.hidden && !menu.contains(e.target) && e.target.id !== "btn-workflows") menu.hidden = true;
+    });
+  }
+
+  isTyping(e) {
+    const tag = e.target?.localName;
+    return tag === "input" || tag === "textarea" || tag === "select" || e.target?.isContentEditable;
+  }
+
+  bindKeys() {
+    document.addEventListener("keydown", (e) => {
+      const ctrl = e.ctrlKey || e.metaKey;
+      if (ctrl && e.key === "Enter") {
+        e.preventDefault();
+        this.queue({ front: e.shiftKey });
+        return;
+      }
+      if (this.isTyping(e) || document.querySelector(".backdrop, .litesearchbox")) return;
+      const key = e.key.toLowerCase();
+      let handled = true;
+      if (ctrl && key === "z" && !e.shiftKey) this.tracker.undo();
+      else if (ctrl && (key === "y" || (key === "z" && e.shiftKey))) this.tracker.redo();
+      else if (ctrl && key === "s") this.saveWorkflow();
+      else if (ctrl && key === "o") document.getElementById("file-input").click();
+      else if (ctrl && key === "g") this.groupSelected();
+      else if (!ctrl && !e.altKey && e.key === "/") this.openSearch(this.lastPointer?.[0], this.lastPointer?.[1]);
+      else if (!ctrl && !e.altKey && key === "." ) this.fitView();
+      else handled = false;
+      if (handled) {
+        e.preventDefault();
+        e.stopPropagation();
+      }
+    }, true);
+    this.canvasElement.addEventListener("pointermove", (e) => {
+      this.lastPointer = [e.clientX, e.clientY];
+    });
+  }
+
+  bindDrops() {
+    const target = this.canvasElement.parentElement;
+    target.addEventListener("dragover", (e) => {
+      e.preventDefault();
+      e.dataTransfer.dropEffect = "copy";
+    });
+    target.addEventListener("drop", (e) => {
+      e.preventDefault();
+      const file = e.dataTransfer?.files?.[0];
+      if (!file) return;
+      const node = this.nodeAtClient(e.clientX, e.clientY);
+      const upload = node?.widgets?.find((w) => w.options?.upload);
+      if (upload && file.type.startsWith("image/")) {
+        this.uploadToNode(node, upload, file);
+      } else {
+        this.openFile(file);
+      }
+    });
+  }
+
+  nodeAtClient(clientX, clientY) {
+    const rect = this.canvasElement.getBoundingClientRect();
+    const [x, y] = this.canvas.ds.convertCanvasToOffset([clientX - rect.left, clientY - rect.top]);
+    return this.graph.getNodeOnPos(x, y) ?? null;
+  }
+
+  bindSidebar() {
+    for (const tab of document.querySelectorAll("#sidebar [role=tab]")) {
+      tab.addEventListener("click", () => {
+        for (const other of document.querySelectorAll("#sidebar [role=tab]")) {
+          other.setAttribute("aria-selected", String(other === tab));
+          document.getElementById(other.getAttribute("aria-controls")).hidden = other !== tab;
+        }
+        if (tab.dataset.refresh) this.queuePanels.refresh();
+      });
+    }
+  }
+}
+
+/** "sub/dir/name.png [input]" -> ["sub/dir", "name.png"]. */
+function splitAnnotated(value) {
+  const clean = String(value).replace(/\s*\[(input|output|temp)\]$/, "");
+  const slash = clean.lastIndexOf("/");
+  return slash < 0 ? ["", clean] : [clean.slice(0, slash), clean.slice(slash + 1)];
+}

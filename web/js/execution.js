@@ -1,0 +1,216 @@
+// What a run looks like on the canvas: the executing node outlined, sampler progress, live
+// previews, output images on their nodes, cached nodes marked, and errors on the nodes and inputs
+// they concern. Fed by the websocket events and by the answer of POST /prompt.
+
+import { LiteGraph } from "../vendor/litegraph/litegraph.es.js";
+import { toast } from "./ui.js";
+
+const EXECUTING_COLOR = "#3c3";
+const ERROR_COLOR = "#e33";
+
+/** Messages of one validation error, naming the input when there is one. */
+function describeError(error) {
+  const input = error.extra_info?.input_name;
+  const details = error.details && error.details !== input ? `: ${error.details}` : "";
+  return { input, text: `${input ? `${input}: ` : ""}${error.message}${details}` };
+}
+
+export class ExecutionView {
+  constructor(app) {
+    this.app = app;
+    this.api = app.api;
+    this.promptId = null;
+    this.executing = null; // node id (string) running now
+    this.cached = new Set();
+    this.errors = new Map(); // node id -> [{input, text}]
+    this.outputs = new Map(); // node id -> [image refs]
+    this.previewUrl = null;
+    this.progress = null; // {value, max, node}
+    const on = (type, handler) => this.api.addEventListener(type, (e) => handler.call(this, e.detail));
+    on("execution_start", this.onStart);
+    on("execution_cached", this.onCached);
+    on("executing", this.onExecuting);
+    on("progress", this.onProgress);
+    on("executed", this.onExecuted);
+    on("execution_success", this.onFinished);
+    on("execution_error", this.onError);
+    on("execution_interrupted", this.onInterrupted);
+    on("preview", this.onPreview);
+  }
+
+  node(id) {
+    return id == null ? null : this.app.graph.getNodeById(Number(id)) ?? this.app.graph.getNodeById(id);
+  }
+
+  redraw() {
+    this.app.canvas.setDirty(true, true);
+  }
+
+  /** Remove all error marks (before a new queue attempt or a new workflow). */
+  clearErrors() {
+    this.errors.clear();
+    for (const node of this.app.graph.nodes) {
+      node.has_errors = false;
+      for (const input of node.inputs ?? []) input.hasErrors = false;
+    }
+    this.app.errorPanel.clear();
+    this.redraw();
+  }
+
+  /** Show the node_errors of a POST /prompt answer on their nodes and in the error panel. */
+  showValidationErrors(nodeErrors, topError) {
+    const lines = [];
+    for (const [id, entry] of Object.entries(nodeErrors ?? {})) {
+      const node = this.node(id);
+      const described = (entry.errors ?? []).map(describeError);
+      this.errors.set(String(id), described);
+      if (node) {
+        node.has_errors = true;
+        for (const { input } of described) {
+          const slot = node.inputs?.find((i) => i.name === input);
+          if (slot) slot.hasErrors = true;
+        }
+      }
+      const title = node ? node.title : entry.class_type;
+      for (const { text } of described) lines.push({ id, label: `${title} #${id}`, text });
+    }
+    if (topError && !lines.length) lines.push({ id: null, label: topError.message ?? "Error", text: topError.details ?? "" });
+    this.app.errorPanel.show("The prompt failed validation", lines);
+    this.redraw();
+  }
+
+  onStart({ prompt_id }) {
+    this.promptId = prompt_id;
+    this.cached.clear();
+    this.progress = null;
+    this.app.setProgress(null);
+    this.redraw();
+  }
+
+  onCached({ nodes }) {
+    for (const id of nodes ?? []) this.cached.add(String(id));
+    this.redraw();
+  }
+
+  onExecuting({ node }) {
+    const previous = this.node(this.executing);
+    if (previous) previous.progress = undefined;
+    this.executing = node == null ? null : String(node);
+    if (node == null) {
+      this.app.setProgress(null);
+      this.app.queuePanels.refresh();
+    } else {
+      this.cached.delete(this.executing);
+      const running = this.node(node);
+      this.app.setProgress({ value: 0, max: 1, label: running ? running.title : `node ${node}` });
+    }
+    this.redraw();
+  }
+
+  onProgress({ value, max, node }) {
+    const target = this.node(node ?? this.executing);
+    if (target) target.progress = max ? value / max : 0;
+    this.progress = { value, max, node };
+    this.app.setProgress({ value, max, label: `${target ? target.title : "step"} ${value}/${max}` });
+    this.redraw();
+  }
+
+  onPreview({ blob, metadata }) {
+    if (this.previewUrl) URL.revokeObjectURL(this.previewUrl);
+    this.previewUrl = URL.createObjectURL(blob);
+    const node = this.node(metadata?.display_node_id ?? metadata?.node_id ?? this.executing);
+    if (node) this.app.setNodeImages(node, [this.previewUrl], { preview: true });
+    this.app.showLivePreview(this.previewUrl);
+  }
+
+  onExecuted({ node, output }) {
+    const images = output?.images ?? [];
+    if (!images.length) return;
+    this.outputs.set(String(node), images);
+    const target = this.node(node);
+    if (target) this.app.setNodeImages(target, images.map((image) => this.api.viewUrl(image)));
+    this.app.queuePanels.addToGallery(images);
+  }
+
+  onFinished() {
+    this.executing = null;
+    this.app.setProgress(null);
+    this.app.hideLivePreview();
+    this.app.queuePanels.refresh();
+    this.redraw();
+  }
+
+  onError(data) {
+    const id = String(data.node_id);
+    const node = this.node(id);
+    const message = `${data.exception_type ?? "Error"}: ${data.exception_message ?? ""}`.trim();
+    this.errors.set(id, [{ input: null, text: message }]);
+    if (node) node.has_errors = true;
+    const label = `${node?.title ?? data.node_type} #${id}`;
+    this.app.errorPanel.show("The prompt failed while running", [{ id, label, text: message }],
+      (data.traceback ?? []).join(""));
+    this.onFinished();
+  }
+
+  onInterrupted() {
+    toast("Prompt interrupted", "info");
+    this.onFinished();
+  }
+
+  /** Extra drawing on top of a node: outline while running, error text, cached mark. */
+  drawForeground(node, ctx) {
+    const id = String(node.id);
+    const [width, height] = node.size;
+    const title = LiteGraph.NODE_TITLE_HEIGHT;
+    if (this.executing === id) {
+      ctx.save();
+      ctx.strokeStyle = EXECUTING_COLOR;
+      ctx.lineWidth = 3;
+      ctx.beginPath();
+      ctx.roundRect(-4, -title - 4, width + 8, height + title + 8, 10);
+      ctx.stroke();
+      ctx.restore();
+    }
+    if (this.cached.has(id)) {
+      ctx.save();
+      ctx.font = "11px Arial";
+      const label = "cached";
+      const w = ctx.measureText(label).width + 12;
+      ctx.fillStyle = "#2a4d6e";
+      ctx.beginPath();
+      ctx.roundRect(width - w - 8, -title + 7, w, 16, 8);
+      ctx.fill();
+      ctx.fillStyle = "#cde";
+      ctx.fillText(label, width - w - 2, -title + 19);
+      ctx.restore();
+    }
+    const errors = this.errors.get(id);
+    if (errors?.length) this.drawErrors(node, ctx, errors);
+  }
+
+  drawErrors(node, ctx, errors) {
+    const [width, height] = node.size;
+    ctx.save();
+    for (const { input } of errors) {
+      const widget = node.widgets?.find((w) => w.name === input);
+      if (widget && !node.flags?.collapsed) {
+        ctx.strokeStyle = ERROR_COLOR;
+        ctx.lineWidth = 2;
+        ctx.beginPath();
+        ctx.roundRect(10, widget.y - 2, width - 20, (widget.computedHeight ?? 24) - 0, 8);
+        ctx.stroke();
+      }
+    }
+    ctx.font = "12px Arial";
+    const lines = errors.map((e) => e.text).slice(0, 6);
+    const boxWidth = Math.max(width, ...lines.map((l) => Math.min(480, ctx.measureText(l).width + 16)));
+    const top = node.flags?.collapsed ? 8 : height + 8;
+    ctx.fillStyle = "rgba(90, 10, 10, 0.92)";
+    ctx.beginPath();
+    ctx.roundRect(0, top, boxWidth, lines.length * 16 + 8, 6);
+    ctx.fill();
+    ctx.fillStyle = "#fdd";
+    lines.forEach((line, i) => ctx.fillText(line, 8, top + 17 + i * 16, boxWidth - 16));
+    ctx.restore();
+  }
+}
