@@ -127,6 +127,7 @@ class FunctionNode(NodeDef):
         self.has_fingerprint = fingerprint is not None
         self.has_validate = validate is not None
         self.has_lazy_check = check_lazy is not None
+        self._optional = [n for n, spec in schema.inputs.items() if spec.section == "optional"]
         if validate is not None:
             params = inspect.signature(validate).parameters
             self.rules = ValidationRules(replaces=frozenset(p for p in params if p in schema.inputs),
@@ -154,6 +155,10 @@ class FunctionNode(NodeDef):
         return list(_call_with_known(self._check_lazy, values) or []) if self._check_lazy else []
 
     def call(self, instance: Any, kwargs: dict[str, Any]) -> Any:
+        # An optional input left unset arrives as its default (None for a socket), never as its spec.
+        for name in self._optional:
+            if name not in kwargs:
+                kwargs[name] = self.schema.inputs[name].options.get("default")
         return self.fn(**kwargs)
 
     def normalise(self, raw: Any) -> Result | ExecutionBlocker:

@@ -57,3 +57,13 @@ def test_sample_registry_renders() -> None:
     assert info["Show"]["output_node"] is True and info["Show"]["output"] == []
     assert info["Range"]["output_is_list"] == [True]
     assert info["Switch"]["input"]["required"]["first"] == ["INT", {"lazy": True}]
+
+
+def test_unset_optional_inputs_arrive_as_their_default() -> None:
+    @node(outputs="STRING")
+    def Greet(name: str = String("world"), suffix: str = String("!", optional=True),
+              extra: int = In("INT", optional=True)) -> str:
+        return f"{name}{suffix}{extra}"
+
+    assert Greet.call(None, {"name": "you"}) == "you!None"
+    assert Greet.call(None, {"name": "you", "suffix": "?", "extra": 3}) == "you?3"
