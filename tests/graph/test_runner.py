@@ -21,6 +21,7 @@ from graph.server.options import ServerOptions
 from nodes.folders import FolderPaths
 from tests.server import server_nodes
 from tests.server.server_harness import ROOT, image_prompt, ui_workflow
+from tests.workflows.conftest import TINY_LORA, WORKFLOWS, copy_inputs, tiny_version, write_tiny_lora
 
 
 def setup(options: ServerOptions) -> tuple[NodeRegistry, FolderPaths, None]:
@@ -188,3 +189,28 @@ def test_ctrl_c_interrupts_the_run(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == EXIT_INTERRUPTED, seen + err
     assert "interrupted" in err
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_runner_runs_every_workflow_file(path: Path, tmp_path: Path, model_base: Path, registry: NodeRegistry,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Each file of workflows/ (on the tiny models) through the runner: exit 0 and the images it names exist."""
+    input_dir = tmp_path / "input"
+    input_dir.mkdir()
+    copy_inputs(input_dir)
+
+    def real_setup(options: ServerOptions) -> tuple[NodeRegistry, FolderPaths, None]:
+        folders = FolderPaths(model_base, input_dir=input_dir, output_dir=options.output_dir,
+                              temp_dir=tmp_path / "temp", create_dirs=True)
+        if not (model_base / "models" / "loras" / TINY_LORA).exists():
+            write_tiny_lora(model_base / "models")
+        nodes.runtime.configure(folders)
+        return registry, folders, None
+
+    tiny = write(tmp_path / path.name, tiny_version(json.loads(path.read_text())))
+    code = main([str(tiny), "--output", str(tmp_path / "out"), "--no-progress"], setup=real_setup)
+    captured = capsys.readouterr()
+    assert code == EXIT_OK, captured.err
+    written = [Path(line) for line in captured.out.splitlines()]
+    assert written and all(p.is_file() for p in written)
+    assert all(p.is_relative_to(tmp_path / "out") or p.is_relative_to(tmp_path / "temp") for p in written)

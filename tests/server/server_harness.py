@@ -107,11 +107,15 @@ def ui_workflow() -> dict[str, Any]:
 
 
 class ServerProcess:
-    """`python server.py` on a free loopback port, with the test nodes, in its own base directory."""
+    """`python server.py` on a free loopback port, with the test nodes, in its own base directory.
 
-    def __init__(self, base: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    The built-in nodes (torch, diffusers) are left out unless `builtin_nodes`: most tests only need
+    the pure-Python test nodes, and start-up is then a second instead of many.
+    """
+
+    def __init__(self, base: Path, *args: str, env: dict[str, str] | None = None, builtin_nodes: bool = False) -> None:
         self.base = Path(base)
-        self.args = list(args)
+        self.args = list(args) + ([] if builtin_nodes else ["--skip-builtin-nodes"])
         self.env = {**os.environ, "GOMP_SPINCOUNT": "0", "HF_HUB_OFFLINE": "1", **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
@@ -123,7 +127,7 @@ class ServerProcess:
         self.lines = []
         self._listening.clear()
         cmd = [sys.executable, str(ROOT / "server.py"), "--port", "0", "--base-directory", str(self.base),
-               "--extra-nodes", TEST_NODES, "--skip-builtin-nodes", "--disable-all-custom-nodes", *self.args]
+               "--extra-nodes", TEST_NODES, "--disable-all-custom-nodes", *self.args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
