@@ -25,8 +25,6 @@ from aiohttp import WSMsgType, web
 log = logging.getLogger(__name__)
 
 PREVIEW_IMAGE = 1
-UNENCODED_PREVIEW_IMAGE = 2
-TEXT = 3
 PREVIEW_IMAGE_WITH_METADATA = 4
 IMAGE_FORMATS = {"image/jpeg": 1, "image/png": 2}
 # A client this far behind loses previews (never events): a slow browser must not hold the server's memory.
@@ -42,12 +40,6 @@ def preview_frame_with_metadata(image: bytes, metadata: dict[str, Any]) -> bytes
     """A type-4 frame: event type, metadata length, metadata JSON, image bytes."""
     meta = json.dumps(metadata, separators=(",", ":")).encode()
     return struct.pack(">II", PREVIEW_IMAGE_WITH_METADATA, len(meta)) + meta + image
-
-
-def text_frame(node_id: str, text: str) -> bytes:
-    """A type-3 frame: progress text for a node."""
-    node = node_id.encode()
-    return struct.pack(">II", TEXT, len(node)) + node + text.encode()
 
 
 def _json(event: str, data: Any) -> str:
@@ -140,10 +132,6 @@ class ClientHub:
             else:
                 plain = plain or preview_frame(image, mime)
                 client.put(plain, droppable=True)
-
-    def send_bytes(self, frame: bytes, sid: str | None = None) -> None:
-        for client in self._targets(sid):
-            client.put(frame, droppable=True)
 
     def status_message(self) -> dict[str, Any]:
         return {"status": {"exec_info": {"queue_remaining": self.queue_remaining()}}}
