@@ -25,6 +25,7 @@ from . import jobs, routes_files, routes_prompt, routes_system, routes_user
 from .folders import Folders
 from .options import ServerOptions
 from .routes_system import extension_file, server_features
+from .routes_workflows import add_workflow_routes
 from .runtime import ServerRuntime
 from .security import cache_control_middleware, cors_middleware, origin_middleware, token_middleware
 from .state import STATE, BadRequest, ServerState, error_response
@@ -145,6 +146,7 @@ def create_app(options: ServerOptions, registry: NodeRegistry, folders: Folders,
     for prefix in ("", "/api"):
         app.router.add_get(prefix + "/ws", hub.handle)
     app.router.add_get("/extensions/{name}/{path:.+}", extension_file)
+    add_workflow_routes(app, options.workflows_dir)
     app.router.add_get("/", _index_handler(options.web_root))
     app.cleanup_ctx.append(_worker_context)
     app.on_shutdown.append(_close_sockets)

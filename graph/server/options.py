@@ -36,6 +36,7 @@ class ServerOptions:
     user_directory: Path | None = None
     extra_model_paths_config: list[Path] = field(default_factory=list)
     database: Path | None = None
+    workflows_directory: Path | None = None
     cpu: bool = False
     cache_mode: CacheMode = "lru"
     cache_max_entries: int | None = None
@@ -79,6 +80,11 @@ class ServerOptions:
     def database_path(self) -> Path:
         """Where the durable queue and history live: `<user dir>/diffloom.db` unless given."""
         return Path(self.database or self.user_dir / "diffloom.db")
+
+    @property
+    def workflows_dir(self) -> Path:
+        """The ready workflows the editor lists (GET /workflows)."""
+        return Path(self.workflows_directory or self.base_directory / "workflows")
 
     @property
     def web_root(self) -> Path:
@@ -188,6 +194,8 @@ def build_parser(prog: str = "server.py") -> argparse.ArgumentParser:
                       help="an extra_model_paths.yaml pointing at other model folders (repeatable)")
     dirs.add_argument("--database", type=Path, default=None, metavar="FILE",
                       help="the SQLite file of the queue and history (default <user dir>/diffloom.db)")
+    dirs.add_argument("--workflows-directory", type=Path, default=None, metavar="DIR",
+                      help="the ready workflows the editor offers (default <base>/workflows)")
     dirs.add_argument("--front-end-root", type=Path, default=None, metavar="DIR",
                       help="serve the editor from DIR instead of web/")
     run = p.add_argument_group("execution")
@@ -232,6 +240,7 @@ def options_from_namespace(ns: argparse.Namespace, default_base: Path | None = N
         output_directory=ns.output_directory, input_directory=ns.input_directory,
         temp_directory=ns.temp_directory, user_directory=ns.user_directory,
         extra_model_paths_config=list(ns.extra_model_paths_config), database=ns.database,
+        workflows_directory=ns.workflows_directory,
         cpu=ns.cpu, cache_mode=mode, cache_max_entries=ns.cache_lru,
         cache_max_bytes=ns.cache_max_bytes or None,
         max_upload_size=int(ns.max_upload_size * MB), enable_cors_header=ns.enable_cors_header,

@@ -209,7 +209,7 @@ async def upload_image(request: web.Request) -> web.Response:
     upload, fields = await _upload_form(request)
     filename = upload.filename or ""
     folder, subfolder, kind = _target(request, fields, filename)
-    data = upload.file.read()
+    data = await asyncio.to_thread(upload.file.read)
     await asyncio.to_thread(_check_image, data, filename)
     name = await asyncio.to_thread(_save_upload, folder, filename, data, _flag(fields.get("overwrite")))
     return web.json_response({"name": name, "subfolder": subfolder, "type": kind})
@@ -253,7 +253,7 @@ async def upload_mask(request: web.Request) -> web.Response:
         return error_response(404, "original_not_found", "Original image not found", f"no file {ref_name!r}")
     filename = upload.filename or ""
     folder, subfolder, kind = _target(request, fields, filename)
-    data = upload.file.read()
+    data = await asyncio.to_thread(upload.file.read)
     merged = await asyncio.to_thread(_merge_mask, original, data, filename)
     name = await asyncio.to_thread(_save_upload, folder, filename, merged, _flag(fields.get("overwrite")))
     return web.json_response({"name": name, "subfolder": subfolder, "type": kind})

@@ -191,3 +191,16 @@ def test_editor_files_are_served_without_shadowing_later_routes(tmp_path: Path) 
         assert http("GET", running.url + "/leak/diffloom.db").status == 404
         assert http("GET", running.url + "/%2e%2e/user/diffloom.db").status == 404
         assert http("POST", running.url + "/assets/app.js").status in (404, 405)
+
+
+def test_ready_workflows_are_listed_and_served(server: ServerProcess) -> None:
+    folder = server.base / "workflows"
+    (folder / "more").mkdir(parents=True, exist_ok=True)
+    (folder / "txt2img.json").write_text('{"1": {"class_type": "TestImage", "inputs": {}}}')
+    (folder / "more" / "b.json").write_text("{}")
+    listing = server.get("/api/workflows").json()["workflows"]
+    assert [w["name"] for w in listing] == ["more/b.json", "txt2img.json"]
+    assert server.get("/workflows/txt2img.json").json()["1"]["class_type"] == "TestImage"
+    assert server.get("/api/workflows/more/b.json").json() == {}
+    assert server.get("/api/workflows/..%2Fuser%2Fdiffloom.db").status in (400, 404)
+    assert server.get("/api/workflows/nope.json").status == 404
