@@ -121,13 +121,14 @@ class ModelManager:
                     entry.pins += 1  # nothing may evict it while it loads
                     self._make_room(st.st_size, exclude=entry)
                     break
-                if entry.state != "loading":
-                    self._pin(entry)  # brings a dropped or offloaded model back
-                    try:
+                waiter = entry.loaded if entry.state == "loading" else None
+            if waiter is None:
+                self._pin(entry)  # brings a dropped or offloaded model back
+                try:
+                    with self._lock:
                         return self._fresh_wrappers(entry, embedding_lookup)
-                    finally:
-                        self._unpin(entry)
-                waiter = entry.loaded
+                finally:
+                    self._unpin(entry)
             waiter.wait()
             if entry.error is not None:
                 raise entry.error
@@ -169,8 +170,7 @@ class ModelManager:
         return WrappedCheckpoint(base.model.clone() if base.model is not None else None, clip,
                                  base.vae.clone() if base.vae is not None else None, dict(base.slots))
 
-    def _reload(self, entry: _Entry) -> None:
-        """Load a dropped entry's modules again into its existing slots (called with the lock held, pinned)."""
+    def _check_unchanged(self, entry: _Entry) -> None:
         try:
             st = os.stat(entry.path)
         except OSError as exc:
@@ -178,17 +178,29 @@ class ModelManager:
         if (st.st_mtime_ns, st.st_size) != (entry.mtime_ns, entry.size):
             raise RuntimeError(f"checkpoint {entry.path!r} changed on disk since it was loaded; "
                                f"run its loader node again to load the new file")
-        self._make_room(entry.size, exclude=entry)
-        loaded = self._call_loader(entry.path, entry.parts)
-        if "unet" in entry.slots:
-            entry.slots["unet"].attach(loaded.unet)
-        if "clip" in entry.slots:
-            entry.slots["clip"].attach(nn.ModuleList(list(loaded.text_encoders)))
-        if "vae" in entry.slots:
-            entry.slots["vae"].attach(loaded.vae)
-        del loaded
-        entry.state = "ready"
-        log.info("reloaded %s %s", entry.path, list(entry.parts))
+
+    def _reload(self, entry: _Entry) -> None:
+        """Load a dropped entry's modules again into its slots; the caller has pinned it and marked it loading."""
+        try:
+            loaded = self._call_loader(entry.path, entry.parts)
+        except BaseException:
+            with self._lock:
+                entry.state = "released"
+                entry.pins -= 1
+                entry.loaded.set()
+            raise
+        with self._lock:
+            if "unet" in entry.slots:
+                entry.slots["unet"].attach(loaded.unet)
+            if "clip" in entry.slots:
+                entry.slots["clip"].attach(nn.ModuleList(list(loaded.text_encoders)))
+            if "vae" in entry.slots:
+                entry.slots["vae"].attach(loaded.vae)
+            del loaded
+            entry.state = "ready"
+            entry.last_used = self._next_tick()
+            entry.loaded.set()
+            log.info("reloaded %s %s", entry.path, list(entry.parts))
 
     def _forget_stale(self, real: str, parts: tuple[str, ...]) -> None:
         """A file that changed on disk: forget its old loads (dropped now, or when their users finish)."""
@@ -202,23 +214,31 @@ class ModelManager:
 
     # ----- residency (SlotOwner, via _Entry) -------------------------------------------------------
     def _pin(self, entry: _Entry) -> None:
-        with self._lock:
-            entry.pins += 1
-            try:
-                if entry.state == "released":
-                    self._reload(entry)
-                elif entry.state == "offloaded":
-                    self._make_room(entry.nbytes, exclude=entry)
-                    for slot in entry.slots.values():
-                        slot.place_for_compute()
-                    entry.state = "ready"
-                if entry.state == "ready":
-                    for slot in entry.slots.values():
-                        slot.place_for_compute()
-                entry.last_used = self._next_tick()
-            except BaseException:
-                entry.pins -= 1
-                raise
+        """Keep `entry` resident until `_unpin`: reload it if dropped (outside the lock), bring it back if offloaded."""
+        while True:
+            with self._lock:
+                if entry.state != "loading":
+                    entry.pins += 1
+                    try:
+                        if entry.state == "released":
+                            self._check_unchanged(entry)
+                            entry.state = "loading"
+                            entry.loaded = threading.Event()
+                            self._make_room(entry.size, exclude=entry)
+                            break  # reload below, without holding the lock
+                        if entry.state == "offloaded":
+                            self._make_room(entry.nbytes, exclude=entry)
+                            entry.state = "ready"
+                        for slot in entry.slots.values():
+                            slot.place_for_compute()
+                        entry.last_used = self._next_tick()
+                        return
+                    except BaseException:
+                        entry.pins -= 1
+                        raise
+                waiter = entry.loaded
+            waiter.wait()  # someone else is (re)loading it
+        self._reload(entry)
 
     def _unpin(self, entry: _Entry) -> None:
         with self._lock:

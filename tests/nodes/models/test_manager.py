@@ -221,3 +221,21 @@ def test_default_loader_reads_a_real_checkpoint_file(tmp_path: Path) -> None:
     assert mm.load_checkpoint(path).model.slot is model.slot and mm.loads == 1
     image = vae.decode(torch.zeros(1, 4, 2, 2))
     assert image.shape == (1, 16, 16, 3)
+
+
+def test_reload_of_a_dropped_model_does_not_block_stats(tmp_path: Path) -> None:
+    loader = CountingLoader()
+    mm = ModelManager(budget_bytes=10**10, loader=loader)
+    wa = mm.load_checkpoint(model_file(tmp_path, "a.safetensors"))
+    mm.free()
+    loader.delay = 0.5
+    users = [threading.Thread(target=lambda: wa.vae.decode(torch.zeros(1, 4, 1, 1))) for _ in range(2)]
+    for t in users:
+        t.start()
+    while len(loader.calls) < 2:
+        time.sleep(0.01)
+    assert [m["state"] for m in mm.stats()["models"]] == ["loading"]  # answered while the file loads
+    for t in users:
+        t.join(30)
+    assert len(loader.calls) == 2  # one first load, one reload shared by both users
+    assert [m["state"] for m in mm.stats()["models"]] == ["ready"] and not mm.stats()["models"][0]["pinned"]
