@@ -57,9 +57,12 @@ def test_kill_9_then_restart_runs_everything_queued(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_requeue_on_crash_runs_the_interrupted_prompt_again(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "base", "--requeue-on-crash").start()
+def test_requeue_on_crash_and_history_retention(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "base", "--requeue-on-crash", "--history-max", "2").start()
     try:
+        quick = [server.queue(image_prompt(value=0.05 + i / 100, prefix="keep")) for i in range(3)]
+        server.wait_history(quick[-1])
+        assert list(server.get("/history").json()) == quick[1:]  # only the newest 2 are kept
         long_one = server.queue(image_prompt(value=0.04, steps=40, delay=0.05, prefix="retry"))
         wait_until(lambda: running(server, long_one), what="the long prompt running")
         server.kill()
@@ -68,18 +71,7 @@ def test_requeue_on_crash_runs_the_interrupted_prompt_again(tmp_path: Path) -> N
         assert entry["status"]["status_str"] == "success"
         notes = [m[0] for m in entry["status"]["messages"]]
         assert notes[0] == "execution_requeued" and notes[-1] == "execution_success"
-    finally:
-        server.stop()
-
-
-def test_history_retention_limit_survives_restart(tmp_path: Path) -> None:
-    limit = 2
-    server = ServerProcess(tmp_path / "base", "--history-max", str(limit)).start()
-    try:
-        ids = [server.queue(image_prompt(value=0.05 + i / 100, prefix="keep")) for i in range(4)]
-        wait_until(lambda: server.get(f"/history/{ids[-1]}").json(), what="the last prompt finished")
-        server.stop()
-        server.start()
-        assert list(server.get("/history").json()) == ids[-limit:]
+        # the limit holds across the restart too
+        assert list(server.get("/history").json()) == [quick[-1], long_one]
     finally:
         server.stop()
