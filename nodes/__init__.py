@@ -20,6 +20,7 @@ BUILTIN_MODULES = (
     "nodes.conditioning",
     "nodes.latent",
     "nodes.sampler_nodes",
+    "nodes.controlnet_nodes",
     "nodes.vae_nodes",
     "nodes.image",
 )
