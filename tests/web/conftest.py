@@ -2,7 +2,7 @@
 
 Every test fails on a console error or uncaught exception in the page (except the HTTP errors a test
 says it expects). When a test fails, the screenshots of its key states and of the final page are
-saved under test-results/web/<test name>/.
+saved under test-results/web/<test name>/ (always, with DIFFLOOM_EDITOR_SCREENSHOTS=1, to look at the UI).
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ LISTED_WORKFLOW = {
 
 
 ENV = {**os.environ, "GOMP_SPINCOUNT": "0", "HF_HUB_OFFLINE": "1"}
+BROKEN_CHECKPOINT = "zz-broken.safetensors"  # sorts after the tiny one, which stays the default
 
 
 class EditorServer:
@@ -55,7 +56,10 @@ class EditorServer:
         self.lines: list[str] = []
         self.url = ""
         self._ready = threading.Event()
-        cmd = [sys.executable, str(ROOT / "tests" / "web" / "editor_server.py"), "--workflows-dir", str(workflows),
+        # a checkpoint that fails while loading (not while validating): for the execution-error test
+        (base / "models" / "checkpoints").mkdir(parents=True)
+        (base / "models" / "checkpoints" / BROKEN_CHECKPOINT).write_bytes(b"not a checkpoint" * 8)
+        cmd = [sys.executable, str(ROOT / "tests" / "web" / "editor_server.py"), "--workflows-directory", str(workflows),
                "--tiny-checkpoint", "sd1", "--port", "0", "--base-directory", str(base), "--front-end-root", str(ROOT / "web"),
                "--disable-all-custom-nodes", "--preview-size", "64"]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -129,7 +133,7 @@ def editor(request: pytest.FixtureRequest, browser: Browser, editor_server: Edit
     failed = any(getattr(request.node, f"report_{when}", None) is not None
                  and getattr(request.node, f"report_{when}").failed for when in ("setup", "call"))
     problems = ed.unexpected_console_errors()
-    if failed or problems:
+    if failed or problems or os.environ.get("DIFFLOOM_EDITOR_SCREENSHOTS") == "1":
         folder = RESULTS / re.sub(r"[^\w.-]+", "_", request.node.name)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)

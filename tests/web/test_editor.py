@@ -189,19 +189,47 @@ def test_a_png_with_an_embedded_workflow_loads_by_drop(editor: Editor) -> None:
     assert len(graph["links"]) == 1
 
 
-def test_a_png_made_by_the_server_reloads_its_workflow(editor: Editor) -> None:
+def test_rerun_marks_cached_nodes_history_reloads_and_its_png_carries_the_workflow(editor: Editor) -> None:
+    page = editor.page
+    editor.js("() => { window.__runs = []; window.diffloom.api.addEventListener('execution_start',"
+              " (e) => window.__runs.push(e.detail.prompt_id)); }")
     make_small(editor, 5, 3)
     editor.set_text(6, "text", "png roundtrip")
+    page.mouse.click(*editor.widget_pos(3, "control_after_generate"))
+    page.locator(".litecontextmenu .litemenu-entry", has_text="fixed").first.click()
     editor.queue()
-    editor.page.wait_for_function("() => window.diffloom.graph.getNodeById(9).imageUrls?.length", timeout=90_000)
+    page.wait_for_function("() => window.diffloom.graph.getNodeById(9).imageUrls?.length", timeout=90_000)
     editor.wait_idle()
-    url = editor.node(9)["images"][0]
+    # the same graph again: everything upstream of the sampler comes from the cache and is marked so
+    editor.set_text(7, "text", "watermark, text")
+    editor.queue()
+    page.wait_for_function("() => window.__runs.length === 2 && window.diffloom.execution.cached.has('4')",
+                           timeout=60_000)
+    editor.wait_idle()
+    cached = set(editor.js("() => [...window.diffloom.execution.cached]"))
+    assert {"4", "5", "6"} <= cached and "7" not in cached and "3" not in cached
+    editor.snap("cached_marks")
+    first_run, second_run = editor.js("() => window.__runs")
+    # history: the first run loads back into the canvas
+    page.click("#sidebar [aria-controls=panel-history]")
+    row = page.locator(f"#history-list .history-item.success[data-prompt-id='{first_run}']")
+    row.wait_for()
+    page.locator(f"#history-list .history-item.success[data-prompt-id='{second_run}'] img.thumb").wait_for()
+    page.click("#btn-new")
+    row.locator("button.load").click()
+    page.wait_for_function("() => window.diffloom.graph.nodes.length === 7")
+    assert editor.node(7)["widgets"]["text"] == "text, watermark"
+    assert editor.node(6)["widgets"]["text"] == "png roundtrip"
+    # the PNG of the second run, dropped on an empty canvas, brings its workflow back
+    image = editor.api(f"/api/history/{second_run}")[second_run]["outputs"]["9"]["images"][0]
+    url = f"/api/view?filename={image['filename']}&subfolder={image['subfolder']}&type={image['type']}"
     png = editor.js("async (url) => Array.from(new Uint8Array(await (await fetch(url)).arrayBuffer()))", url)
-    editor.page.click("#btn-new")
+    page.click("#btn-new")
     drop_file(editor, "result.png", "image/png", bytes(png))
-    editor.page.wait_for_function("() => window.diffloom.graph.nodes.length === 7")
+    page.wait_for_function("() => window.diffloom.graph.nodes.length === 7")
     editor.snap("png_loaded")
     assert editor.node(6)["widgets"]["text"] == "png roundtrip"
+    assert editor.node(7)["widgets"]["text"] == "watermark, text"
     assert editor.node(5)["widgets"]["width"] == 64
     assert named_links(editor.graph()) == DEFAULT_LINKS
 
@@ -335,3 +363,60 @@ def drop_file(editor: Editor, name: str, mime: str, data: bytes, at: tuple[float
                                                      cancelable: true }));
         }
     }""", [name, mime, list(data), x, y])
+
+
+def test_an_execution_error_is_shown_on_the_failing_node(editor: Editor) -> None:
+    page = editor.page
+    make_small(editor, 5, 3)
+    page.mouse.click(*editor.widget_pos(4, "ckpt_name"))
+    page.locator(".litecontextmenu .litemenu-entry", has_text="zz-broken.safetensors").click()
+    editor.queue()
+    panel = page.locator("#errors")
+    panel.wait_for()
+    editor.wait_idle()
+    editor.snap("execution_error")
+    assert "failed while running" in panel.inner_text()
+    assert "Load Checkpoint #4" in panel.inner_text()
+    assert "zz-broken.safetensors" in panel.inner_text()
+    assert editor.node(4)["hasErrors"] and not editor.node(3)["hasErrors"]
+    assert "zz-broken.safetensors" in editor.js("() => window.diffloom.execution.errors.get('4')[0].text")
+    panel.locator("summary").click()  # the traceback is there, folded
+    assert panel.locator("pre").inner_text().strip()
+
+
+def test_a_primitive_turns_a_widget_into_an_input(editor: Editor) -> None:
+    page = editor.page
+    page.keyboard.press("/")
+    box = page.locator(".litesearchbox input")
+    box.wait_for()
+    box.type("primitive")
+    box.press("Enter")
+    page.wait_for_function("() => window.diffloom.graph.nodes.length === 8")
+    primitive = max(n["id"] for n in editor.graph()["nodes"])
+    assert editor.node(primitive)["type"] == "PrimitiveNode"
+    editor.connect(primitive, 0, 3, "model")  # a widget-only source: a MODEL socket refuses it
+    assert editor.node(3)["inputs"][0]["link"] != None  # noqa: E711 - still the loader's link
+    assert not editor.node(primitive)["outputs"][0]["links"]
+    editor.connect(primitive, 0, 3, "seed")
+    seed_input = next(i for i in editor.node(3)["inputs"] if i["name"] == "seed")
+    assert seed_input["link"] is not None
+    node = editor.node(primitive)
+    assert node["outputs"][0]["type"] == "INT"
+    assert node["widgets"] == {"seed": 156680208700286, "control_after_generate": "randomize"}
+    assert editor.js("() => window.diffloom.graph.getNodeById(3).widgets.find((w) => w.name === 'seed')"
+                     ".computedDisabled") is True
+    editor.set_number(primitive, "seed", 1234)
+    editor.snap("primitive_linked")
+    # the server resolves the primitive into the sampler's literal seed
+    with page.expect_download() as download_info:
+        page.click("#btn-export")
+    exported = json.loads(Path(download_info.value.path()).read_text())
+    assert exported["3"]["inputs"]["seed"] == 1234
+    assert str(primitive) not in exported
+    assert download_info.value.suggested_filename == "Default_txt2img_api.json"
+    # saved and reopened, the primitive keeps its value and its link
+    saved = editor.saved_form()
+    editor.page.click("#btn-new")
+    editor.js("(data) => window.diffloom.loadWorkflowData(data, 'again')", saved)
+    assert editor.node(primitive)["widgets"]["seed"] == 1234
+    assert editor.saved_form() == saved

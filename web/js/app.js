@@ -111,9 +111,22 @@ export class App {
     this.canvas.show_info = false;
     this.canvas.render_canvas_border = false;
     this.canvas.low_quality_zoom_threshold = 0.45;
-    this.canvas.onSearchBox = (helper, text) => this.searchNodes(text);
+    this.canvas.onSearchBox = (helper, text) => {
+      // litegraph appends the results after this returns; then show each one's category beside it
+      queueMicrotask(() => {
+        for (const item of helper.querySelectorAll(".lite-search-item")) {
+          const cls = LiteGraph.registered_node_types[unescape(item.dataset.type)];
+          const label = item.querySelector(".lite-search-item-type");
+          if (cls && label) label.textContent = cls.category ?? "";
+        }
+      });
+      return this.searchNodes(text);
+    };
     this.canvas.getMenuOptions = () => this.canvasMenuOptions();
     this.graph.onAfterChange = () => this.tracker?.checkSoon();
+    this.graph.onConfigure = () => {
+      for (const node of this.graph.nodes) node.onGraphConfigured?.();
+    };
     element.addEventListener("pointerup", () => this.tracker.checkSoon());
     document.addEventListener("keyup", (e) => {
       if (!this.isTyping(e)) this.tracker.checkSoon();
@@ -360,6 +373,10 @@ export class App {
       node.imageUrls = [];
       return;
     }
+    if (upload.options.missing?.has(upload.value)) {
+      node.imageUrls = []; // not on the server: no request that can only fail
+      return;
+    }
     const [subfolder, filename] = splitAnnotated(upload.value);
     this.setNodeImages(node, [this.api.viewUrl({ filename, subfolder, type: "input" })]);
   }
@@ -377,6 +394,7 @@ export class App {
       const answer = await this.api.uploadImage(file);
       const name = answer.subfolder ? `${answer.subfolder}/${answer.name}` : answer.name;
       if (!widget.options.values.includes(name)) widget.options.values = [...widget.options.values, name];
+      widget.options.missing?.delete(name);
       widget.value = name;
       this.refreshUploadPreview(node);
       this.tracker.checkSoon();
@@ -392,6 +410,7 @@ export class App {
     openMaskEditor(this.api, ref, async (answer) => {
       const name = answer.subfolder ? `${answer.subfolder}/${answer.name}` : answer.name;
       if (!widget.options.values.includes(name)) widget.options.values = [...widget.options.values, name];
+      widget.options.missing?.delete(name);
       widget.value = name;
       this.images.clear();
       this.refreshUploadPreview(node);

@@ -184,8 +184,29 @@ export class ExecutionView {
       ctx.fillText(label, width - w - 2, -title + 19);
       ctx.restore();
     }
+    if (!node.flags?.collapsed) this.drawMissingValues(node, ctx);
     const errors = this.errors.get(id);
     if (errors?.length) this.drawErrors(node, ctx, errors);
+  }
+
+  /** Combo values the server does not offer (a model or image missing here) get a red outline and a note. */
+  drawMissingValues(node, ctx) {
+    for (const widget of node.widgets ?? []) {
+      if (!widget.options?.missing?.has(widget.value)) continue;
+      ctx.save();
+      ctx.strokeStyle = ERROR_COLOR;
+      ctx.lineWidth = 1.5;
+      ctx.beginPath();
+      ctx.roundRect(15, widget.y, node.size[0] - 30, LiteGraph.NODE_WIDGET_HEIGHT, 10);
+      ctx.stroke();
+      if (widget.options.upload) {
+        ctx.fillStyle = "#e88";
+        ctx.font = "12px Arial";
+        ctx.fillText(`not found on the server: ${widget.value}`, 15, this.app.contentBottom(node) + 16,
+          node.size[0] - 30);
+      }
+      ctx.restore();
+    }
   }
 
   drawErrors(node, ctx, errors) {

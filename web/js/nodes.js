@@ -114,8 +114,9 @@ export function applyWidgetValues(node, values) {
     let value = byName[widget.name];
     if (value === null || value === undefined) continue;
     if (widget.type === "combo" && widget.options?.values && !widget.options.values.includes(value)) {
-      // keep a missing model or image name visible: the user sees what the file asked for
+      // keep a missing model or image name visible (and marked): the user sees what the file asked for
       widget.options.values = [...widget.options.values, value];
+      widget.options.missing = new Set([...(widget.options.missing ?? []), value]);
     }
     if (widget.type === "number") value = Number(value);
     widget.value = value;
@@ -174,7 +175,7 @@ function makeNodeClass(classType, def, hooks) {
 
     onNodeCreated() {
       const [w, h] = this.computeSize();
-      this.setSize([Math.max(w, 240), h]);
+      this.setSize([Math.max(w, this.widgets?.length ? 300 : 220), h]);
       hooks.nodeCreated?.(this);
     }
 
@@ -242,6 +243,97 @@ class RerouteNode extends LGraphNode {
   }
 }
 
+/**
+ * An editor-only source for widget inputs: link it to a widget (which then becomes an input) and it
+ * takes that widget's type, value and control; several widgets of the same type can share it.
+ * The server reads its value when converting the workflow (it never reaches the API prompt).
+ */
+function makePrimitiveNode(hooks) {
+  return class PrimitiveNode extends LGraphNode {
+    static title = "Primitive";
+
+    constructor(title) {
+      super(title);
+      this.isVirtualNode = true;
+      this.serialize_widgets = true;
+      this.addOutput("connect to widget input", "*");
+      this.size = [240, 46];
+    }
+
+    /** The first widget input this node feeds: {node, input, spec}. */
+    firstTarget() {
+      for (const linkId of this.outputs[0].links ?? []) {
+        const link = this.graph?._links.get(linkId);
+        const node = link && this.graph.getNodeById(link.target_id);
+        const input = node?.inputs?.[link.target_slot];
+        if (!input?.widget) continue;
+        const spec = orderedInputs(node.constructor.nodeDef ?? {}).find((i) => i.name === input.widget.name)?.spec;
+        if (spec) return { node, input, spec };
+      }
+      return null;
+    }
+
+    onConnectOutput(slot, type, input) {
+      return Boolean(input?.widget); // only widgets can be driven by a primitive
+    }
+
+    onConnectionsChange(kind, slot, connected) {
+      if (kind !== LiteGraph.OUTPUT) return;
+      if (connected && !this.widgets?.length) this.adopt();
+      if (!connected && !this.outputs[0].links?.length) this.reset();
+    }
+
+    adopt(values) {
+      const target = this.firstTarget();
+      if (!target) return;
+      const { node, input, spec } = target;
+      this.widgets = [];
+      const widget = addInputWidget(this, input.widget.name, spec, hooks);
+      const source = node.widgets?.find((w) => w.name === input.widget.name);
+      if (source) widget.value = source.value;
+      if (values) {
+        const [value, control] = Array.isArray(values) ? values : [values.value, values.control_after_generate];
+        if (value !== undefined && value !== null) widget.value = value;
+        const controlWidget = this.widgets.find((w) => w.controls);
+        if (controlWidget && control) controlWidget.value = control === true ? "randomize" : control;
+      }
+      this.outputs[0].type = input.type;
+      this.outputs[0].name = input.widget.name;
+      this.outputs[0].widget = { name: input.widget.name };
+      this.title = `Primitive (${input.widget.name})`;
+      this.setSize([Math.max(this.size[0], 260), this.computeSize()[1]]);
+    }
+
+    reset() {
+      this.widgets = [];
+      this.outputs[0].type = "*";
+      this.outputs[0].name = "connect to widget input";
+      delete this.outputs[0].widget;
+      this.title = "Primitive";
+      this.setSize([240, 46]);
+    }
+
+    onConfigure(info) {
+      this.pendingValues = info.widgets_values;
+    }
+
+    onGraphConfigured() {
+      if (this.outputs[0].links?.length) this.adopt(this.pendingValues);
+      this.pendingValues = undefined;
+    }
+
+    onSerialize(o) {
+      const [value, control] = this.widgets ?? [];
+      o.widgets_values = value ? { value: value.value, ...(control ? { control_after_generate: control.value } : {}) } : {};
+      tidySerialized(o);
+    }
+
+    onWidgetChanged(name, value, old, widget) {
+      hooks.widgetChanged?.(this, widget);
+    }
+  };
+}
+
 function registerEditorNodes(hooks) {
   for (const [type, base] of [["Note", NoteNode], ["MarkdownNote", NoteNode]]) {
     const cls = class extends base {
@@ -264,6 +356,9 @@ function registerEditorNodes(hooks) {
   }
   LiteGraph.registerNodeType("Reroute", RerouteNode);
   RerouteNode.category = "utils";
+  const PrimitiveNode = makePrimitiveNode(hooks);
+  LiteGraph.registerNodeType("PrimitiveNode", PrimitiveNode);
+  PrimitiveNode.category = "utils";
 }
 
 /** Replace every registered node type with the ones `objectInfo` declares. */

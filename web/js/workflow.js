@@ -78,6 +78,7 @@ export function loadApiPrompt(graph, prompt, layout = {}) {
   const nodes = new Map();
   const missing = [];
   const columnY = new Map();
+  const columnWidth = new Map();
   for (const [id, entry] of Object.entries(prompt)) {
     const node = LiteGraph.createNode(entry.class_type);
     if (!node) {
@@ -91,14 +92,29 @@ export function loadApiPrompt(graph, prompt, layout = {}) {
       if (!isLink(value)) literals[name] = value?.__value__ ?? value;
     }
     applyWidgetValues(node, literals);
-    const column = columns.get(id) ?? 0;
-    const y = columnY.get(column) ?? 80;
     const place = layout[id];
-    node.pos = place ? [place[0], place[1]] : [60 + column * 360, y];
-    if (place) node.setSize([Math.max(node.size[0], place[2]), Math.max(node.size[1], place[3])]);
-    columnY.set(column, y + node.size[1] + 70);
+    if (place) {
+      node.pos = [place[0], place[1]];
+      node.setSize([Math.max(node.size[0], place[2]), Math.max(node.size[1], place[3])]);
+    }
+    const column = columns.get(id) ?? 0;
+    columnWidth.set(column, Math.max(columnWidth.get(column) ?? 0, node.size[0]));
     graph.add(node);
     nodes.set(id, node);
+  }
+  // columns left to right by depth, each as wide as its widest node; nodes stacked top-down in file order
+  const columnX = new Map();
+  let x = 60;
+  for (const column of [...columnWidth.keys()].sort((a, b) => a - b)) {
+    columnX.set(column, x);
+    x += columnWidth.get(column) + 80;
+  }
+  for (const [id, node] of nodes) {
+    if (layout[id]) continue;
+    const column = columns.get(id) ?? 0;
+    const y = columnY.get(column) ?? 80;
+    node.pos = [columnX.get(column), y];
+    columnY.set(column, y + node.size[1] + LiteGraph.NODE_TITLE_HEIGHT + 40);
   }
   for (const [id, entry] of Object.entries(prompt)) {
     const target = nodes.get(id);
