@@ -466,6 +466,9 @@ class ClipWrapper(_Patchable):
         self.layer_idx = layer_idx
         self.source = source
         self.embedding_lookup = embedding_lookup
+        # role -> [proj, hidden] matrix for encoders loaded without their projection (SD2's OpenCLIP-H):
+        # ComfyUI's pooled output is projected
+        self.pooled_projections: dict[str, torch.Tensor] = {}
 
     def __repr__(self) -> str:
         return (f"ClipWrapper({self.source or self.family!r}, family={self.family}, encoders={len(self.encoders)}, "
@@ -489,20 +492,29 @@ class ClipWrapper(_Patchable):
         with self._use() as encoders:
             yield encoders  # type: ignore[misc]
 
-    def tokenize(self, text: str) -> Any:
-        """Tokens for `text` (see nodes.text.tokenize)."""
+    # ComfyUI's CLIP methods, for plugins; diffloom's own nodes call nodes.text directly.
+    def tokenize(self, text: str, return_word_ids: bool = False, **_: Any) -> dict[str, list[list[tuple[Any, ...]]]]:
+        """ComfyUI's token dict for `text`: {"l": [[(token, weight[, word id]), ...] per chunk], "g": ...}."""
         from nodes.text import tokenize  # noqa: PLC0415 - text builds on wrappers
 
-        return tokenize(self, text)
+        return tokenize(self, text).to_comfy(word_ids=return_word_ids)
 
-    def encode_from_tokens(self, tokens: Any, return_pooled: bool = False) -> Any:
-        """ComfyUI's CLIP.encode_from_tokens: cond, or (cond, pooled) with return_pooled."""
+    def encode_from_tokens(self, tokens: Any, return_pooled: bool = False, return_dict: bool = False) -> Any:
+        """ComfyUI's encode_from_tokens: cond, (cond, pooled), or {"cond", "pooled_output"}; takes TOKENS too."""
         from nodes.text import Tokens, encode  # noqa: PLC0415
 
         if not isinstance(tokens, Tokens):
             tokens = Tokens.from_comfy(tokens, self)
         cond, pooled = encode(self, tokens)
+        if return_dict:
+            return {"cond": cond, "pooled_output": pooled}
         return (cond, pooled) if return_pooled else cond
+
+    def encode_from_tokens_scheduled(self, tokens: Any, unprojected_pooled: bool = True,
+                                     add_dict: Mapping[str, Any] | None = None, **_: Any) -> list[list[Any]]:
+        """ComfyUI's encode_from_tokens_scheduled: a CONDITIONING list."""
+        out = self.encode_from_tokens(tokens, return_dict=True)
+        return [[out["cond"], {"pooled_output": out["pooled_output"], **(add_dict or {})}]]
 
 
 # ----- VAE --------------------------------------------------------------------------------------
@@ -718,6 +730,8 @@ def wrap_checkpoint(parts: CheckpointPartsLike, *, owner: SlotOwner | None = Non
         infos = [_encoder_info(te, r, d) for te, r, d in zip(parts.text_encoders, roles, defaults)]
         clip = ClipWrapper(slots["clip"], parts.tokenizers, family=parts.family, source=label, encoders=infos,
                            embedding_lookup=embedding_lookup)
+        projections = extra.get("text_projections") or {}
+        clip.pooled_projections = {str(k): v for k, v in projections.items() if isinstance(v, torch.Tensor)}
     if parts.vae is not None:
         slots["vae"] = ModuleSlot(parts.vae, role="vae", name=f"{label}:vae", owner=owner)
         vae = VaeWrapper(slots["vae"], source=label)

@@ -92,6 +92,9 @@ def encode(clip: ClipWrapper, tokens: Tokens) -> tuple[torch.Tensor, torch.Tenso
         for role, te, enc_tokens, info in zip(roles, encoders, tokens.encoders, clip.encoders):
             z, pooled = _encode_one(te, enc_tokens, role, info, clip.layer_idx)
             outs.append(z)
+            projection = clip.pooled_projections.get(role.name)
+            if projection is not None and not info.projected:
+                pooled = pooled @ projection.to(pooled).T
     length = min(o.shape[1] for o in outs)
     cond = torch.cat([o[:, :length] for o in outs], dim=-1) if len(outs) > 1 else outs[0]
     return cond, pooled

@@ -33,13 +33,18 @@ Token = Union[int, torch.Tensor]
 
 @dataclass(frozen=True, eq=False)
 class EncoderTokens:
-    """One encoder's tokens: ids and weights [k, 77], embedding vectors by (chunk, position), the empty prompt."""
+    """One encoder's tokens: ids and weights [k, 77], embedding vectors by (chunk, position), the empty prompt.
+
+    `word_ids` [k, 77] numbers the prompt's words from 1 (0 for start, end and padding), as
+    ComfyUI's `return_word_ids` does.
+    """
 
     name: str
     ids: torch.Tensor
     weights: torch.Tensor
     empty_ids: torch.Tensor
     embeds: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    word_ids: torch.Tensor | None = None
 
     @property
     def chunks(self) -> int:
@@ -49,9 +54,11 @@ class EncoderTokens:
     def weighted(self) -> bool:
         return bool((self.weights != 1.0).any())
 
-    def pairs(self) -> list[list[tuple[Token, float]]]:
-        """ComfyUI's form: per chunk, (token id or embedding vector, weight) pairs."""
+    def pairs(self, word_ids: bool = False) -> list[list[tuple[Any, ...]]]:
+        """ComfyUI's form: per chunk, (token id or embedding vector, weight[, word id]) tuples."""
+        words = self.word_ids if self.word_ids is not None else torch.zeros_like(self.ids)
         return [[(self.embeds.get((c, i), int(self.ids[c, i])), float(self.weights[c, i]))
+                 + ((int(words[c, i]),) if word_ids else ())
                  for i in range(self.ids.shape[1])] for c in range(self.chunks)]
 
 
@@ -68,9 +75,9 @@ class Tokens:
                 return enc
         raise KeyError(f"no tokens for encoder {name!r}; have {[e.name for e in self.encoders]}")
 
-    def to_comfy(self) -> dict[str, list[list[tuple[Token, float]]]]:
+    def to_comfy(self, word_ids: bool = False) -> dict[str, list[list[tuple[Any, ...]]]]:
         """ComfyUI's token dict (`{"l": [[(id, weight), ...], ...], "g": ...}`) for plugin code."""
-        return {COMFY_KEYS.get(e.name, e.name): e.pairs() for e in self.encoders}
+        return {COMFY_KEYS.get(e.name, e.name): e.pairs(word_ids) for e in self.encoders}
 
     @classmethod
     def from_comfy(cls, data: Mapping[str, Sequence[Sequence[Sequence[Any]]]], clip: ClipWrapper) -> Tokens:
@@ -80,7 +87,8 @@ class Tokens:
             key = COMFY_KEYS.get(role.name, role.name)
             if key not in data:
                 raise KeyError(f"ComfyUI tokens have no {key!r} entry for encoder {role.name}; keys: {sorted(data)}")
-            chunks = [[(entry[0], float(entry[1])) for entry in chunk] for chunk in data[key]]
+            chunks = [[(entry[0], float(entry[1]), int(entry[2]) if len(entry) > 2 else 0) for entry in chunk]
+                      for chunk in data[key]]
             encs.append(_build(role.name, chunks, _specials(tokenizer)))
         return cls(tuple(encs))
 
@@ -98,29 +106,35 @@ def _specials(tokenizer: Any) -> _Specials:
     return _Specials(int(start), int(end), int(pad))
 
 
-def _build(name: str, chunks: list[list[tuple[Token, float]]], sp: _Specials) -> EncoderTokens:
+Entry = tuple[Token, float, int]  # token id or embedding vector, weight, word number (0: not a word)
+
+
+def _build(name: str, chunks: list[list[Entry]], sp: _Specials) -> EncoderTokens:
     ids = torch.empty(len(chunks), CHUNK_LENGTH, dtype=torch.long)
     weights = torch.ones(len(chunks), CHUNK_LENGTH, dtype=torch.float32)
+    words = torch.zeros(len(chunks), CHUNK_LENGTH, dtype=torch.long)
     embeds: dict[tuple[int, int], torch.Tensor] = {}
     for c, chunk in enumerate(chunks):
         if len(chunk) != CHUNK_LENGTH:
             raise ValueError(f"tokens for {name}: chunk {c} has {len(chunk)} entries, must have {CHUNK_LENGTH}")
-        for i, (tok, w) in enumerate(chunk):
+        for i, (tok, w, word) in enumerate(chunk):
             if isinstance(tok, torch.Tensor):
                 embeds[(c, i)] = tok.detach().float().reshape(-1)
                 ids[c, i] = 0  # placeholder id; its embedding row is replaced at encode time
             else:
                 ids[c, i] = int(tok)
             weights[c, i] = w
+            words[c, i] = word
     empty = torch.tensor([sp.start, sp.end] + [sp.pad] * (CHUNK_LENGTH - 2), dtype=torch.long)
-    return EncoderTokens(name, ids, weights, empty, embeds)
+    return EncoderTokens(name, ids, weights, empty, embeds, words)
 
 
-def _chunk(groups: list[list[tuple[Token, float]]], sp: _Specials) -> list[list[tuple[Token, float]]]:
+def _chunk(groups: list[list[tuple[Token, float]]], sp: _Specials) -> list[list[Entry]]:
     """Pack word groups into chunks of at most 75 tokens, then frame and pad them to 77."""
-    chunks: list[list[tuple[Token, float]]] = []
-    current: list[tuple[Token, float]] = []
-    for group in groups:
+    chunks: list[list[Entry]] = []
+    current: list[Entry] = []
+    for number, pairs in enumerate(groups, start=1):
+        group: list[Entry] = [(tok, w, number) for tok, w in pairs]
         splittable = len(group) >= MAX_WORD_LENGTH
         while group:
             room = _CONTENT - len(current)
@@ -136,7 +150,7 @@ def _chunk(groups: list[list[tuple[Token, float]]], sp: _Specials) -> list[list[
                 chunks.append(current)
                 current = []
     chunks.append(current)
-    return [[(sp.start, 1.0), *c, (sp.end, 1.0)] + [(sp.pad, 1.0)] * (_CONTENT - len(c)) for c in chunks]
+    return [[(sp.start, 1.0, 0), *c, (sp.end, 1.0, 0)] + [(sp.pad, 1.0, 0)] * (_CONTENT - len(c)) for c in chunks]
 
 
 def _word_groups(clip: ClipWrapper, tokenizer: Any, encoder: str, info: EncoderInfo,

@@ -8,7 +8,7 @@ import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
 from nodes.device import compute_device
-from nodes.models.tiny import tiny_sd1, tiny_sdxl
+from nodes.models.tiny import tiny_sd1, tiny_sd2, tiny_sdxl
 from nodes.models.wrappers import wrap_checkpoint
 from nodes.text import conditioning, encode, encode_text, tokenize
 
@@ -146,10 +146,33 @@ def test_conditioning_format_and_compat_methods(sd1) -> None:
     value = conditioning(cond, pooled)
     assert isinstance(value, list) and len(value) == 1 and value[0][0] is cond
     assert value[0][1] == {"pooled_output": pooled}
-    tokens = clip.tokenize(PROMPT)
-    assert torch.allclose(clip.encode_from_tokens(tokens), cond)
-    c2, p2 = clip.encode_from_tokens(tokens.to_comfy(), return_pooled=True)
+    # ComfyUI's CLIP methods, as plugins call them
+    comfy_tokens = clip.tokenize(PROMPT)
+    assert set(comfy_tokens) == {"l"} and comfy_tokens["l"][0][0] == (49406, 1.0)
+    assert torch.allclose(clip.encode_from_tokens(comfy_tokens), cond)
+    c2, p2 = clip.encode_from_tokens(tokenize(clip, PROMPT), return_pooled=True)
     assert torch.allclose(c2, cond) and torch.allclose(p2, pooled)
+    as_dict = clip.encode_from_tokens(comfy_tokens, return_dict=True)
+    assert torch.allclose(as_dict["cond"], cond) and torch.allclose(as_dict["pooled_output"], pooled)
+    scheduled = clip.encode_from_tokens_scheduled(comfy_tokens, add_dict={"strength": 0.5})
+    assert len(scheduled) == 1 and torch.allclose(scheduled[0][0], cond)
+    assert torch.allclose(scheduled[0][1]["pooled_output"], pooled) and scheduled[0][1]["strength"] == 0.5
+    words = clip.tokenize("a photo, cat", return_word_ids=True)["l"][0]
+    assert words[:6] == [(49406, 1.0, 0), (320, 1.0, 1), (1125, 1.0, 2), (267, 1.0, 2), (2368, 1.0, 3), (49407, 1.0, 0)]
+
+
+def test_sd2_pooled_output_is_projected_and_penultimate_layer_is_default() -> None:
+    parts = tiny_sd2(0)
+    clip = wrap_checkpoint(parts).clip
+    te = parts.text_encoders[0]
+    cond, pooled = encode_text(clip, PROMPT)
+    ids = tokenize(clip, PROMPT).encoders[0].ids
+    with torch.no_grad():
+        out = te(ids, output_hidden_states=True)
+        expected = te.final_layer_norm(out.hidden_states[-2])
+    assert torch.allclose(cond[0], expected[0], atol=1e-6)
+    projection = parts.extra["text_projections"]["clip_h"]
+    assert torch.allclose(pooled, out.pooler_output @ projection.T, atol=1e-6)
 
 
 def test_tokens_must_come_from_a_matching_clip(sd1, sdxl) -> None:

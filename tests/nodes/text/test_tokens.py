@@ -96,7 +96,9 @@ def test_comfyui_token_dicts_round_trip(xl_clip) -> None:
     for ours, theirs in zip(tokens.encoders, back.encoders):
         assert torch.equal(ours.ids, theirs.ids) and torch.equal(ours.weights, theirs.weights)
         assert torch.equal(ours.empty_ids, theirs.empty_ids)
-    triples = {k: [[(t, w, 0) for t, w in chunk] for chunk in v] for k, v in comfy.items()}
-    assert torch.equal(Tokens.from_comfy(triples, xl_clip).encoders[0].ids, tokens.encoders[0].ids)
+    triples = tokens.to_comfy(word_ids=True)
+    assert triples["g"][0][:3] == [(START, 1.0, 0), (A, 1.0, 1), (CAT, pytest.approx(1.3), 2)]
+    again = Tokens.from_comfy(triples, xl_clip).encoders[0]
+    assert torch.equal(again.ids, tokens.encoders[0].ids) and torch.equal(again.word_ids, tokens.encoders[0].word_ids)
     with pytest.raises(KeyError, match="no 'g' entry"):
         Tokens.from_comfy({"l": comfy["l"]}, xl_clip)
