@@ -73,8 +73,11 @@ def static_middleware(web_root: Path) -> Callable[..., Awaitable[web.StreamRespo
                            handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         missing = getattr(request.match_info, "http_exception", None)
         if missing is not None and missing.status == 404 and request.method in ("GET", "HEAD"):
+            relative = request.path.lstrip("/")
+            if any(part.startswith(".") for part in relative.split("/")):
+                raise web.HTTPNotFound()  # no dot-files (.git, .env) from the web root
             try:
-                path = confined_path(web_root, request.path.lstrip("/"), what="web file")
+                path = confined_path(web_root, relative, what="web file")
             except PathEscapeError:
                 raise web.HTTPNotFound() from None
             if path.is_file():

@@ -95,12 +95,14 @@ class PromptWorker:
     # ---- requests from the HTTP side ----------------------------------------------------------------
 
     def interrupt(self, prompt_id: str | None = None) -> bool:
-        """Interrupt the running prompt (only if it is prompt_id, when given). True if one was interrupted."""
+        """Interrupt the running prompt (only if it is prompt_id, when given). True if one was interrupted.
+
+        A prompt the store shows as running is always known here too: claiming it and making it
+        the current prompt happen under the same lock (see `_claim`), so a cancel cannot slip between.
+        """
         with self._lock:
             current, flag = self._current, self._interrupt
-            if current is None or flag is None:
-                return False
-            if prompt_id is not None and current.prompt_id != prompt_id:
+            if current is None or flag is None or (prompt_id is not None and current.prompt_id != prompt_id):
                 return False
             flag.set()
             return True
@@ -137,7 +139,7 @@ class PromptWorker:
                     continue
                 if self._stop.is_set():
                     break
-                item = self.store.claim(self.worker_id)
+                item = self._claim()
                 if item is not None:
                     self.run_item(item)
             except PromptStoreError as exc:
@@ -148,6 +150,14 @@ class PromptWorker:
             except Exception:  # noqa: BLE001 - the worker must outlive any single failure
                 log.exception("worker %s: unexpected error; continuing", self.worker_id)
                 self._stop.wait(1.0)
+
+    def _claim(self) -> QueueItem | None:
+        """Take the next prompt and make it current in one step (see `interrupt`)."""
+        with self._lock:
+            item = self.store.claim(self.worker_id)
+            if item is not None:
+                self._current, self._current_node, self._interrupt = item, None, Interrupt()
+            return item
 
     def _apply_free(self) -> None:
         with self._lock:
@@ -170,11 +180,12 @@ class PromptWorker:
             self._last_gc = time.monotonic()
 
     def run_item(self, item: QueueItem) -> ExecutionResult:
-        """Run one claimed prompt to its end and record it (also used by tests, on the calling thread)."""
+        """Run one claimed prompt to its end and record it, on the calling thread."""
         sid = item.extra_data.get("client_id") or None
-        flag = Interrupt()
         with self._lock:
-            self._current, self._current_node, self._interrupt = item, None, flag
+            if self._current is not item or self._interrupt is None:
+                self._current, self._current_node, self._interrupt = item, None, Interrupt()
+            flag = self._interrupt
         events = _EventForwarder(self, item.prompt_id, sid)
         extra_data = {**self.default_extra_data, **item.execution_extra_data}
         started = time.perf_counter()
