@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .aio import resolve
+from .aio import resolve, run_coroutine
 from .cache import CacheEntry, KeyBuilder, OutputCache
 from .context import Emit, ExecutionInterrupted, Interrupt, NodeContext, reset_current, set_current
 from .nodedef import ExecutionBlocker, NodeDef, Result
@@ -95,17 +95,9 @@ class Executor:
     def execute(self, prompt: Any, prompt_id: str = "", *, targets: Iterable[str] | None = None,
                 extra_data: dict[str, Any] | None = None, emit: Emit | None = None,
                 interrupt: Interrupt | None = None, validated: ValidationOutcome | None = None) -> ExecutionResult:
-        """Run a prompt to the end in this thread (the server's worker thread, or the runner)."""
-        # A plain loop, not asyncio.run: that one installs a SIGINT handler whose set-up costs tens of
-        # milliseconds on big prompts, and signals belong to whoever owns the process.
-        loop = asyncio.new_event_loop()
-        try:
-            return loop.run_until_complete(self.execute_async(
-                prompt, prompt_id, targets=targets, extra_data=extra_data, emit=emit, interrupt=interrupt,
-                validated=validated))
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+        """Run a prompt to the end (in this thread unless an event loop already runs here)."""
+        return run_coroutine(self.execute_async(prompt, prompt_id, targets=targets, extra_data=extra_data,
+                                                emit=emit, interrupt=interrupt, validated=validated))
 
     async def execute_async(self, prompt: Any, prompt_id: str = "", *, targets: Iterable[str] | None = None,
                             extra_data: dict[str, Any] | None = None, emit: Emit | None = None,

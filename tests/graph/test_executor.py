@@ -277,3 +277,12 @@ def test_lru_mode_keeps_results_across_workflows(executor: Executor) -> None:
     executor.execute(sum_graph(1, 2), "a")
     executor.execute(sum_graph(1, 3), "b")
     assert executor.execute(sum_graph(1, 2), "a2").executed == []
+
+
+def test_execute_works_while_an_event_loop_runs_in_this_thread(executor: Executor) -> None:
+    import asyncio
+
+    async def inside_a_loop() -> str:
+        return executor.execute(sum_graph(), "p").status
+
+    assert asyncio.run(inside_a_loop()) == "success"
