@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,18 +92,124 @@ def _sniff(path: Path) -> str:
                           f"(starts with {head[:9]!r}, {path.stat().st_size} bytes)")
 
 
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+              "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+
+
+class TensorFile(Mapping[str, torch.Tensor]):
+    """The tensors of one model file: shapes from the header at once, data only when asked for.
+
+    Indexing gives memory-mapped tensors (safetensors) or the unpickled ones (torch files).
+    `load()` gives tensors already in their final dtype: a tensor that must change dtype is read
+    with a plain file read and cast on its own, so the whole file is never mapped and resident at
+    the same time as the converted model.
+    """
+
+    def __init__(self, path: Path, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str], *,
+                 tensors: dict[str, torch.Tensor] | None = None, header: dict[str, Any] | None = None,
+                 data_start: int = 0, mmap: bool = True) -> None:
+        self.path = path
+        self.shapes = shapes
+        self.metadata = metadata
+        self._tensors = tensors
+        self._header = header
+        self._data_start = data_start
+        self._mmap = mmap
+
+    @classmethod
+    def open(cls, path: PathLike, *, mmap: bool = True) -> TensorFile:
+        """Open a .safetensors file (header only) or unpickle a torch file safely."""
+        path = Path(path)
+        if not path.exists():
+            raise CheckpointError(f"{path}: no such file")
+        if path.is_dir():
+            raise CheckpointError(f"{path}: is a folder; a diffusers folder loads with load_diffusers_folder")
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"{path}: the file is empty")
+        if _sniff(path) == "safetensors":
+            header, data_start = _safetensors_header(path)
+            metadata = header.pop("__metadata__", None) or {}
+            unknown = {v.get("dtype") for v in header.values()} - set(_ST_DTYPES)
+            if unknown:
+                raise CheckpointError(f"{path}: tensors of unsupported dtypes {sorted(map(str, unknown))}")
+            shapes = {k: tuple(v["shape"]) for k, v in header.items()}
+            return cls(path, shapes, dict(metadata), header=header, data_start=data_start, mmap=mmap)
+        tensors = _torch_state_dict(path)
+        return cls(path, {k: tuple(v.shape) for k, v in tensors.items()}, {}, tensors=tensors)
+
+    @classmethod
+    def from_dict(cls, tensors: dict[str, torch.Tensor], path: PathLike,
+                  metadata: dict[str, str] | None = None) -> TensorFile:
+        return cls(Path(path), {k: tuple(v.shape) for k, v in tensors.items()}, metadata or {}, tensors=tensors)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._mapped()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.shapes
+
+    def _mapped(self) -> dict[str, torch.Tensor]:
+        if self._tensors is None:
+            from safetensors import SafetensorError, safe_open  # noqa: PLC0415
+
+            try:
+                with safe_open(str(self.path), framework="pt", device="cpu") as f:
+                    self._tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a Mapping
+            except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+                raise CheckpointError(f"{self.path}: not a readable safetensors file ({err})") from err
+        return self._tensors
+
+    def load(self, keys: Iterable[str], dtype: torch.dtype | None = None,
+             device: torch.device | None = None) -> dict[str, torch.Tensor]:
+        """The tensors of `keys`, floating ones in `dtype` (None: as stored), on `device` (None: CPU)."""
+        device = device or torch.device("cpu")
+        if self._header is None:
+            return {k: _cast(self[k], dtype, device) for k in keys}
+        out: dict[str, torch.Tensor] = {}
+        with self.path.open("rb") as f:
+            for key in keys:
+                info = self._header[key]
+                stored = _ST_DTYPES[info["dtype"]]
+                recast = dtype is not None and stored.is_floating_point and stored != dtype
+                if self._mmap and not recast:
+                    out[key] = _cast(self[key], None, device)
+                    continue
+                begin, end = info["data_offsets"]
+                buffer = bytearray(end - begin)
+                f.seek(self._data_start + begin)
+                if f.readinto(buffer) != len(buffer):
+                    raise CheckpointError(f"{self.path}: tensor {key!r} is cut short")
+                shape = tuple(info["shape"])
+                tensor = (torch.frombuffer(buffer, dtype=stored).reshape(shape) if buffer
+                          else torch.empty(shape, dtype=stored))
+                out[key] = _cast(tensor, dtype, device)
+        return out
+
+    def load_all(self) -> dict[str, torch.Tensor]:
+        """Every tensor as stored (memory-mapped unless the file was opened with mmap=False)."""
+        return self.load(self.shapes)
+
+
+def _cast(value: torch.Tensor, dtype: torch.dtype | None, device: torch.device) -> torch.Tensor:
+    if dtype is not None and value.is_floating_point() and value.dtype != dtype:
+        return value.to(device=device, dtype=dtype)
+    return value if value.device == device else value.to(device)
+
+
 def read_state_dict(path: PathLike, *, mmap: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """All tensors of a model file (memory-mapped for safetensors unless `mmap=False`) and its metadata."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder; a diffusers folder loads with load_diffusers_folder")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: the file is empty")
-    kind = _sniff(path)
-    if kind == "safetensors":
-        return _read_safetensors(path, mmap)
+    tensors = TensorFile.open(path, mmap=mmap)
+    return tensors.load_all(), tensors.metadata
+
+
+def _torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     data = load_torch_file(path)
     if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
         data = data["state_dict"]
@@ -112,26 +218,12 @@ def read_state_dict(path: PathLike, *, mmap: bool = True) -> tuple[dict[str, tor
     tensors = {str(k): v for k, v in data.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError(f"{path}: holds no tensors (keys: {list(data)[:6]})")
-    return tensors, {}
+    return tensors
 
 
-def _read_safetensors(path: Path, mmap: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import SafetensorError, safe_open  # noqa: PLC0415
-
-    _check_safetensors_size(path)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a Mapping
-    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
-    if not mmap:
-        tensors = {k: v.clone() for k, v in tensors.items()}
-    return tensors, metadata
-
-
-def _check_safetensors_size(path: Path) -> None:
-    """A truncated file must fail here with its name, not later as a bus error inside a memory map."""
+def _safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The parsed header and where the data starts; a truncated file fails here with its name,
+    not later as a bus error inside a memory map."""
     size = path.stat().st_size
     with path.open("rb") as f:
         (header_len,) = struct.unpack("<Q", f.read(8))
@@ -141,15 +233,16 @@ def _check_safetensors_size(path: Path) -> None:
             header = json.loads(f.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise CheckpointError(f"{path}: corrupt safetensors header ({err})") from err
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    if not isinstance(header, dict) or not all(
+            isinstance(v, dict) and "data_offsets" in v and "shape" in v and "dtype" in v
+            for k, v in header.items() if k != "__metadata__"):
+        raise CheckpointError(f"{path}: corrupt safetensors header (entries without dtype/shape/data_offsets)")
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
     needed = 8 + header_len + max(ends, default=0)
     if needed > size:
         raise CheckpointError(f"{path}: truncated safetensors file: its tensors need {needed} bytes, "
                               f"the file has {size}")
-
-
-def _shapes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in state_dict.items()}
+    return header, 8 + header_len
 
 
 def _placement(dtype: torch.dtype | None, device: torch.device | str | None, *,
@@ -205,23 +298,29 @@ def _diffusers_checkpoint_to_ldm(state_dict: Mapping[str, torch.Tensor], source:
     return out
 
 
-def _ldm_view(state_dict: dict[str, torch.Tensor], source: str) -> tuple[dict[str, torch.Tensor], str]:
-    """The state dict in the original layout, and the layout it came in."""
-    if _is_diffusers_checkpoint(state_dict):
-        return _diffusers_checkpoint_to_ldm(state_dict, source), "diffusers"
-    return state_dict, "ldm"
+def _open_ldm(path: PathLike, *, mmap: bool = True) -> tuple[TensorFile, str]:
+    """The file's tensors in the original layout, and the layout they came in."""
+    tensors = TensorFile.open(path, mmap=mmap)
+    if _is_diffusers_checkpoint(tensors.shapes):
+        converted = _diffusers_checkpoint_to_ldm(tensors.load_all(), str(path))
+        return TensorFile.from_dict(converted, path, tensors.metadata), "diffusers"
+    return tensors, "ldm"
+
+
+def _under(tensors: TensorFile, prefix: str) -> list[str]:
+    return [k for k in tensors if k.startswith(prefix)]
 
 
 # ------------------------------------------------------------------------------------------ building
 
 
-def _build_text_encoders(state_dict: Mapping[str, torch.Tensor], spec: ModelSpec | Iterable[TextEncoderSpec],
-                         family: str, dtype: torch.dtype, device: torch.device, source: str,
-                         extra: dict[str, Any]) -> tuple[list[Any], list[Any]]:
-    specs = spec.text_encoders if isinstance(spec, ModelSpec) else tuple(spec)
+def _build_text_encoders(tensors: TensorFile, specs: Iterable[TextEncoderSpec], family: str, dtype: torch.dtype,
+                         device: torch.device, source: str, extra: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    specs = tuple(specs)
     encoders, tokenizers, projections = [], [], {}
     for te in specs:
-        module, projection, unused = convert.build_text_encoder(state_dict, te, dtype=dtype, device=device,
+        weights = tensors.load(_under(tensors, te.prefix), dtype, device)
+        module, projection, unused = convert.build_text_encoder(weights, te, dtype=dtype, device=device,
                                                                 source=source)
         encoders.append(module)
         tokenizers.append(tokenizer_for_role(te.role))
@@ -234,15 +333,9 @@ def _build_text_encoders(state_dict: Mapping[str, torch.Tensor], spec: ModelSpec
     return encoders, tokenizers
 
 
-def _consumed(spec: ModelSpec, parts: Iterable[str]) -> list[str]:
-    prefixes = []
-    if "unet" in parts and spec.unet_prefix is not None:
-        prefixes.append(spec.unet_prefix)
-    if "vae" in parts and spec.vae_prefix is not None:
-        prefixes.append(spec.vae_prefix)
-    if "clip" in parts:
-        prefixes.extend(te.prefix for te in spec.text_encoders)
-    return prefixes
+def _consumed(spec: ModelSpec) -> tuple[str, ...]:
+    prefixes = [p for p in (spec.unet_prefix, spec.vae_prefix) if p is not None]
+    return (*prefixes, *(te.prefix for te in spec.text_encoders))
 
 
 def load_checkpoint(path: PathLike, *, parts: Iterable[str] = PARTS, dtype: torch.dtype | None = None,
@@ -252,16 +345,17 @@ def load_checkpoint(path: PathLike, *, parts: Iterable[str] = PARTS, dtype: torc
 
     `parts` picks what to build ("unet", "vae", "clip"); the rest stays None / empty. `dtype` and
     `device` default to the device policy (compute dtype, VAE dtype, offload device).
-    `prediction_type` ("epsilon" | "v_prediction") overrides the guess.
+    `prediction_type` ("epsilon" | "v_prediction") overrides the guess. With `mmap` (default),
+    weights already in their final dtype stay memory-mapped from the file (copy-on-write);
+    `mmap=False` reads them into private memory.
     """
     parts = tuple(parts)
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"load_checkpoint: parts {sorted(unknown)} are not among {PARTS}")
     source = str(path)
-    raw, metadata = read_state_dict(path, mmap=mmap)
-    state_dict, layout = _ldm_view(raw, source)
-    spec = detect.detect_checkpoint(_shapes(state_dict), source=source, tensor=state_dict.__getitem__,
+    tensors, layout = _open_ldm(path, mmap=mmap)
+    spec = detect.detect_checkpoint(tensors.shapes, source=source, tensor=tensors.__getitem__,
                                     prediction_type=prediction_type)
     if "vae" in parts and spec.vae_config is None:
         raise CheckpointError(f"{source}: has no VAE (no first_stage_model.encoder.conv_in.weight); load it with "
@@ -270,7 +364,7 @@ def load_checkpoint(path: PathLike, *, parts: Iterable[str] = PARTS, dtype: torc
         raise CheckpointError(f"{source}: has no text encoders (no cond_stage_model.* or conditioner.embedders.*); "
                               "load it with parts=('unet', 'vae') or load_unet_file")
     extra: dict[str, Any] = {"variant": spec.variant, "layout": layout, "notes": list(spec.notes),
-                             "metadata": metadata, "unused_keys": [], "zero_snr": spec.zero_snr,
+                             "metadata": tensors.metadata, "unused_keys": [], "zero_snr": spec.zero_snr,
                              "text_encoder_roles": [te.role for te in spec.text_encoders]}
     unet = vae = None
     encoders: list[Any] = []
@@ -278,20 +372,22 @@ def load_checkpoint(path: PathLike, *, parts: Iterable[str] = PARTS, dtype: torc
     if "unet" in parts:
         assert spec.unet_config is not None and spec.unet_prefix is not None
         dt, dev = _placement(dtype, device)
-        unet, unused = convert.build_unet(state_dict, spec.unet_prefix, spec.unet_config, dtype=dt, device=dev,
+        weights = tensors.load(_under(tensors, spec.unet_prefix), dt, dev)
+        unet, unused = convert.build_unet(weights, spec.unet_prefix, spec.unet_config, dtype=dt, device=dev,
                                           source=source)
         extra["unused_keys"].extend(f"{spec.unet_prefix}<converted>{k}" for k in unused)
     if "vae" in parts:
         assert spec.vae_config is not None and spec.vae_prefix is not None
         dt, dev = _placement(dtype, device, vae=True)
-        vae, unused = convert.build_vae(state_dict, spec.vae_prefix, spec.vae_config, dtype=dt, device=dev,
+        weights = tensors.load(_under(tensors, spec.vae_prefix), dt, dev)
+        vae, unused = convert.build_vae(weights, spec.vae_prefix, spec.vae_config, dtype=dt, device=dev,
                                         source=source)
         extra["unused_keys"].extend(f"{spec.vae_prefix}<converted>{k}" for k in unused)
     if "clip" in parts:
         dt, dev = _placement(dtype, device)
-        encoders, tokenizers = _build_text_encoders(state_dict, spec, spec.family, dt, dev, source, extra)
-    prefixes = tuple(_consumed(spec, PARTS))
-    extra["unused_keys"].extend(k for k in state_dict if not k.startswith(prefixes) and k not in MARKER_KEYS)
+        encoders, tokenizers = _build_text_encoders(tensors, spec.text_encoders, spec.family, dt, dev, source, extra)
+    consumed = _consumed(spec)
+    extra["unused_keys"].extend(k for k in tensors if not k.startswith(consumed) and k not in MARKER_KEYS)
     return CheckpointParts(family=spec.family, prediction_type=spec.prediction_type, unet=unet, vae=vae,
                            text_encoders=encoders, tokenizers=tokenizers,
                            scheduler_config=scheduler_config(spec.prediction_type, zero_snr=spec.zero_snr),
@@ -299,10 +395,9 @@ def load_checkpoint(path: PathLike, *, parts: Iterable[str] = PARTS, dtype: torc
 
 
 def detect_file(path: PathLike, *, prediction_type: str | None = None) -> ModelSpec:
-    """The family, variant, prediction type and configs of a checkpoint file, without building modules."""
-    raw, _ = read_state_dict(path)
-    state_dict, _ = _ldm_view(raw, str(path))
-    return detect.detect_checkpoint(_shapes(state_dict), source=str(path), tensor=state_dict.__getitem__,
+    """The family, variant, prediction type and configs of a checkpoint file, from its header only."""
+    tensors, _ = _open_ldm(path)
+    return detect.detect_checkpoint(tensors.shapes, source=str(path), tensor=tensors.__getitem__,
                                     prediction_type=prediction_type)
 
 
@@ -317,19 +412,20 @@ def load_unet_file(path: PathLike, *, dtype: torch.dtype | None = None, device: 
     their additional embeddings, otherwise sd2 for linear transformer projections, else sd1).
     """
     source = str(path)
-    raw, metadata = read_state_dict(path)
+    tensors = TensorFile.open(path)
     layout = "ldm"
-    if _is_diffusers_unet(raw):
-        raw, layout = ldm_export.unet_to_ldm(raw), "diffusers"
-    unet_keys = {k: v for k, v in raw.items() if k.startswith(detect.UNET_PREFIX)} or raw
-    spec = detect.detect_checkpoint(_shapes(unet_keys), source=source, tensor=unet_keys.__getitem__,
-                                    prediction_type=prediction_type)
+    if _is_diffusers_unet(tensors.shapes):
+        converted = ldm_export.unet_to_ldm(tensors.load_all())
+        tensors, layout = TensorFile.from_dict(converted, path, tensors.metadata), "diffusers"
+    keys = _under(tensors, detect.UNET_PREFIX) or list(tensors)
+    spec = detect.detect_checkpoint({k: tensors.shapes[k] for k in keys}, source=source,
+                                    tensor=tensors.__getitem__, prediction_type=prediction_type)
     assert spec.unet_config is not None and spec.unet_prefix is not None
     dt, dev = _placement(dtype, device)
-    unet, unused = convert.build_unet(unet_keys, spec.unet_prefix, spec.unet_config, dtype=dt, device=dev,
-                                      source=source)
-    extra = {"variant": spec.variant, "layout": layout, "notes": list(spec.notes), "metadata": metadata,
-             "unused_keys": [k for k in raw if k not in unet_keys] + unused, "zero_snr": spec.zero_snr,
+    unet, unused = convert.build_unet(tensors.load(keys, dt, dev), spec.unet_prefix, spec.unet_config, dtype=dt,
+                                      device=dev, source=source)
+    extra = {"variant": spec.variant, "layout": layout, "notes": list(spec.notes), "metadata": tensors.metadata,
+             "unused_keys": [k for k in tensors if k not in set(keys)] + unused, "zero_snr": spec.zero_snr,
              "text_encoder_roles": []}
     return CheckpointParts(family=spec.family, prediction_type=spec.prediction_type, unet=unet, vae=None,
                            text_encoders=[], tokenizers=[],
@@ -345,24 +441,24 @@ def load_vae_file(path: PathLike, *, dtype: torch.dtype | None = None, device: t
     SDXL's 0.13025 when the file sits in a whole SDXL checkpoint.
     """
     source = str(path)
-    raw, _ = read_state_dict(path)
-    if _is_diffusers_vae(raw):
-        raw = ldm_export.vae_to_ldm({k: v for k, v in raw.items() if not k.startswith("unet.")})
-    elif _is_diffusers_checkpoint(raw):
-        raw, _ = _ldm_view(raw, source)
-    prefix = detect.find_vae_prefix(raw)
+    tensors, _ = _open_ldm(path)
+    if _is_diffusers_vae(tensors.shapes):
+        tensors = TensorFile.from_dict(ldm_export.vae_to_ldm(tensors.load_all()), path, tensors.metadata)
+    prefix = detect.find_vae_prefix(tensors.shapes)
     if prefix is None:
         raise CheckpointError(f"{source}: no VAE found (neither encoder.conv_in.weight + decoder.conv_out.weight "
-                              f"nor first_stage_model.* nor encoder.down_blocks.*); {detect.describe_keys(_shapes(raw))}")
+                              f"nor first_stage_model.* nor encoder.down_blocks.*); "
+                              f"{detect.describe_keys(tensors.shapes)}")
     if scaling_factor is None:
-        fam = detect.text_encoder_family(raw)
-        structure_prefix = detect.find_unet_prefix(raw)
-        if fam is None and structure_prefix is not None:
-            fam = detect.unet_family(detect.read_unet_structure(raw, structure_prefix, source), source)
-        scaling_factor = detect.VAE_SCALING.get(fam or "sd1", 0.18215)
-    config = detect.vae_config(_shapes(raw), prefix, source, scaling_factor)
+        family = detect.text_encoder_family(tensors.shapes)
+        unet_prefix = detect.find_unet_prefix(tensors.shapes)
+        if family is None and unet_prefix is not None:
+            family = detect.unet_family(detect.read_unet_structure(tensors.shapes, unet_prefix, source), source)
+        scaling_factor = detect.VAE_SCALING.get(family or "sd1", 0.18215)
+    config = detect.vae_config(tensors.shapes, prefix, source, scaling_factor)
     dt, dev = _placement(dtype, device, vae=True)
-    vae, _ = convert.build_vae(raw, prefix, config, dtype=dt, device=dev, source=source)
+    vae, _ = convert.build_vae(tensors.load(_under(tensors, prefix), dt, dev), prefix, config, dtype=dt,
+                               device=dev, source=source)
     return vae
 
 
@@ -382,18 +478,16 @@ def load_text_encoder_file(path: PathLike, type: str = "stable_diffusion", *,  #
     if type not in TEXT_ENCODER_TYPES:
         raise ValueError(f"load_text_encoder_file: type {type!r} is not one of {TEXT_ENCODER_TYPES}")
     source = str(path)
-    raw, metadata = read_state_dict(path)
-    state_dict, layout = _ldm_view(raw, source)
-    shapes = _shapes(state_dict)
-    family = detect.text_encoder_family(shapes)
+    tensors, layout = _open_ldm(path)
+    family = detect.text_encoder_family(tensors.shapes)
     if family is not None:
-        specs = detect.text_encoder_specs(shapes, family, source)
+        specs = detect.text_encoder_specs(tensors.shapes, family, source)
     else:
-        family, specs = _bare_text_encoder(shapes, type, source)
+        family, specs = _bare_text_encoder(tensors.shapes, type, source)
     dt, dev = _placement(dtype, device)
-    extra: dict[str, Any] = {"variant": "base", "layout": layout, "notes": [], "metadata": metadata,
+    extra: dict[str, Any] = {"variant": "base", "layout": layout, "notes": [], "metadata": tensors.metadata,
                              "unused_keys": [], "zero_snr": False}
-    encoders, tokenizers = _build_text_encoders(state_dict, specs, family, dt, dev, source, extra)
+    encoders, tokenizers = _build_text_encoders(tensors, specs, family, dt, dev, source, extra)
     return CheckpointParts(family=family, prediction_type="epsilon", unet=None, vae=None, text_encoders=encoders,
                            tokenizers=tokenizers, scheduler_config=scheduler_config("epsilon"), path=source,
                            extra=extra)
@@ -477,7 +571,8 @@ def load_diffusers_folder(path: PathLike, *, parts: Iterable[str] = PARTS, dtype
                 slots = [("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")]
                 for role, (enc_name, tok_name) in zip(_folder_roles(family), [s for s in slots if present(s[0])]):
                     cls = CLIPTextModelWithProjection if role == "clip_g" else CLIPTextModel
-                    encoders.append(_ready(cls.from_pretrained(folder / enc_name, dtype=dt, local_files_only=True), dev))
+                    encoder = cls.from_pretrained(folder / enc_name, dtype=dt, local_files_only=True)
+                    encoders.append(_ready(encoder, dev))
                     tokenizers.append(_folder_tokenizer(folder / tok_name, role, extra["notes"]))
                     roles.append(role)
                     # diffusers folders store SD2's encoder already cut at the penultimate layer.

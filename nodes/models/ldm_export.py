@@ -11,7 +11,7 @@ import copy
 import json
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -174,7 +174,7 @@ def _text_model_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
 
 
 def clip_to_ldm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers CLIPTextModel keys -> the HF layout SD1/SDXL files embed (`text_model.*`, under the role's prefix)."""
+    """transformers CLIPTextModel keys -> the HF layout SD1/SDXL files embed (`text_model.*`, under a prefix)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in _text_model_keys(state_dict).items():
         out[key if key == "text_projection.weight" else "text_model." + key] = value
@@ -191,7 +191,8 @@ def open_clip_to_ldm(state_dict: Mapping[str, torch.Tensor],
     sd = _text_model_keys(state_dict)
     layers = _count(sd, r"encoder\.layers\.(\d+)\.")
     out: dict[str, torch.Tensor] = {}
-    fused = {f"encoder.layers.{i}.self_attn.{p}_proj.{t}" for i in range(layers) for p in "qkv" for t in ("weight", "bias")}
+    fused = {f"encoder.layers.{i}.self_attn.{p}_proj.{t}"
+             for i in range(layers) for p in "qkv" for t in ("weight", "bias")}
     for key, value in sd.items():
         if key in fused:
             continue
@@ -285,10 +286,13 @@ def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | os.PathL
                 ptr = value.untyped_storage().data_ptr()
             storages.add(ptr)
         tensors[key] = value
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
+        # safetensors creates files 0600; a model file gets the mode the umask gives any new file.
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        mode = tmp.stat().st_mode & 0o777
         save_file(tensors, tmp, metadata=dict(metadata) if metadata else None)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -78,7 +78,8 @@ def _full_size_shapes(family: str) -> dict[str, tuple[int, ...]]:
 
     configs = {"sd1": (tiny.full_sd15_unet_config(), tiny.full_sd15_vae_config(), [tiny.full_clip_l_config()]),
                "sd2": (tiny.full_sd2_unet_config(), tiny.full_sd15_vae_config(), [tiny.full_sd2_text_encoder_config()]),
-               "sdxl": (tiny.full_sdxl_unet_config(), tiny.full_sdxl_vae_config(), tiny.full_sdxl_text_encoder_configs())}
+               "sdxl": (tiny.full_sdxl_unet_config(), tiny.full_sdxl_vae_config(),
+                        tiny.full_sdxl_text_encoder_configs())}
     unet, vae, texts = configs[family]
     with init_empty_weights():
         parts = tiny.random_parts(family, unet_config=unet, vae_config=vae, text_encoder_configs=texts,

@@ -114,7 +114,8 @@ def test_sdxl_open_clip_export_reads_back_in_diffusers(tmp_path: Path) -> None:
     ours = load_checkpoint(path)
     config = ldm_export.write_diffusers_folder(ours, tmp_path / "config", weights=False)
     pipe = StableDiffusionXLPipeline.from_single_file(str(path), config=str(config), local_files_only=True)
-    pairs = zip([*ours.text_encoders, ours.unet, ours.vae], [pipe.text_encoder, pipe.text_encoder_2, pipe.unet, pipe.vae])
+    pairs = zip([*ours.text_encoders, ours.unet, ours.vae],
+                [pipe.text_encoder, pipe.text_encoder_2, pipe.unet, pipe.vae])
     for mine, theirs in pairs:
         sa, sb = mine.state_dict(), theirs.state_dict()
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -128,6 +129,9 @@ def test_save_is_atomic_and_replaces(tmp_path: Path) -> None:
     ldm_export.save_state_dict({"a": torch.zeros(5)}, target, metadata={"k": "v"})
     assert torch.equal(old, torch.ones(3))  # the replaced file's mapping stays valid
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
     with safe_open(str(target), "pt") as f:
         assert torch.equal(f.get_tensor("a"), torch.zeros(5)) and f.metadata() == {"k": "v"}
 
