@@ -1,7 +1,8 @@
 """Loaded models, shared between prompts and held under a byte budget.
 
-A checkpoint is loaded once per (real path, mtime, size, parts) and every loader node that asks
-for it gets wrappers sharing the same modules. Resident models are kept in least-recently-used
+A checkpoint is loaded once per (real path, mtime, size, parts) -- a component file (UNet, VAE,
+text encoder) once per (real path, mtime, size, kind and options) -- and every loader node that
+asks for it gets wrappers sharing the same modules. Resident models are kept in least-recently-used
 order under `budget_bytes` (parameter + buffer bytes). Over budget, the least recently used
 unpinned model is offloaded to the offload device when computing on a GPU (then dropped when the
 offload budget is exceeded too) or dropped outright when computing on the CPU. A dropped model is
@@ -14,12 +15,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
 from nodes import device as devices
-from nodes.models.wrappers import ModuleSlot, WrappedCheckpoint, wrap_checkpoint
+from nodes.models.wrappers import ClipWrapper, ModelWrapper, ModuleSlot, VaeWrapper, WrappedCheckpoint, wrap_checkpoint
 
 __all__ = ["ModelManager", "Loader", "default_budget", "ALL_PARTS"]
 
@@ -33,6 +35,21 @@ def _default_loader(path: str, *, parts: tuple[str, ...], dtype: Any, device: An
     from nodes.models.checkpoint import load_checkpoint  # noqa: PLC0415 - heavy, and written in parallel
 
     return load_checkpoint(path, parts=parts, dtype=dtype, device=device)
+
+
+@dataclass
+class _VaeOnly:
+    """CheckpointParts-like holder for a bare VAE file."""
+
+    vae: Any
+    path: str
+    family: str = ""
+    prediction_type: str = "epsilon"
+    unet: Any = None
+    text_encoders: list[Any] = field(default_factory=list)
+    tokenizers: list[Any] = field(default_factory=list)
+    scheduler_config: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def default_budget() -> int:
@@ -55,10 +72,12 @@ def _offloads() -> bool:
 class _Entry:
     """One loaded checkpoint: its slots, where they are, who is using them. Owner of its slots."""
 
-    def __init__(self, manager: ModelManager, key: tuple[str, int, int, tuple[str, ...]]) -> None:
+    def __init__(self, manager: ModelManager, key: tuple[str, int, int, tuple[str, ...]],
+                 load: Callable[[], Any]) -> None:
         self.manager = manager
         self.key = key
         self.path, self.mtime_ns, self.size, self.parts = key
+        self.load = load  # builds the modules again with the current device policy
         self.slots: dict[str, ModuleSlot] = {}
         self.wrapped: WrappedCheckpoint | None = None
         self.state = "loading"  # loading | ready | offloaded | released
@@ -99,24 +118,66 @@ class ModelManager:
     # ----- loading --------------------------------------------------------------------------------
     def load_checkpoint(self, path: str | os.PathLike[str], parts: Iterable[str] = ALL_PARTS, *,
                         embedding_lookup: Callable[[str], str | None] | None = None) -> WrappedCheckpoint:
-        """MODEL, CLIP and VAE wrappers for `path`, loading the file only if no identical load is held."""
+        """MODEL, CLIP and VAE wrappers for a checkpoint, loading the file only if no identical load is held."""
         wanted = set(parts)
         unknown = wanted - set(ALL_PARTS)
         if unknown or not wanted:
             raise ValueError(f"load_checkpoint: parts {sorted(wanted)} must be a non-empty subset of {list(ALL_PARTS)}")
         part_tuple = tuple(p for p in ALL_PARTS if p in wanted)
+
+        def load(real: str) -> Any:
+            return self.loader(real, parts=part_tuple, dtype=devices.compute_dtype(), device=devices.compute_device())
+
+        return self._load(path, part_tuple, load, embedding_lookup)
+
+    def load_unet(self, path: str | os.PathLike[str], *, dtype: Any = None) -> ModelWrapper:
+        """MODEL for a bare diffusion-model file (UNETLoader); `dtype` None is the compute dtype."""
+        from nodes.models.checkpoint import load_unet_file  # noqa: PLC0415
+
+        def load(real: str) -> Any:
+            return load_unet_file(real, dtype=dtype or devices.compute_dtype(), device=devices.compute_device())
+
+        model = self._load(path, ("unet", f"file:{dtype}"), load, None).model
+        assert model is not None
+        return model
+
+    def load_vae(self, path: str | os.PathLike[str]) -> VaeWrapper:
+        """VAE for a VAE file (VAELoader)."""
+        from nodes.models.checkpoint import load_vae_file  # noqa: PLC0415
+
+        def load(real: str) -> Any:
+            return _VaeOnly(load_vae_file(real, dtype=devices.vae_dtype(), device=devices.compute_device()), real)
+
+        vae = self._load(path, ("vae", "file"), load, None).vae
+        assert vae is not None
+        return vae
+
+    def load_text_encoder(self, path: str | os.PathLike[str], type: str = "stable_diffusion", *,  # noqa: A002
+                          embedding_lookup: Callable[[str], str | None] | None = None) -> ClipWrapper:
+        """CLIP for a text-encoder file (CLIPLoader; `type` as ComfyUI's: stable_diffusion, sd2, sdxl...)."""
+        from nodes.models.checkpoint import load_text_encoder_file  # noqa: PLC0415
+
+        def load(real: str) -> Any:
+            return load_text_encoder_file(real, type, dtype=devices.compute_dtype(), device=devices.compute_device())
+
+        clip = self._load(path, ("clip", f"file:{type}"), load, embedding_lookup).clip
+        assert clip is not None
+        return clip
+
+    def _load(self, path: str | os.PathLike[str], variant: tuple[str, ...], load: Callable[[str], Any],
+              embedding_lookup: Callable[[str], str | None] | None) -> WrappedCheckpoint:
         real = os.path.realpath(os.fspath(path))
         try:
             st = os.stat(real)
         except OSError as exc:
-            raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} cannot be read: {exc}") from exc
-        key = (real, st.st_mtime_ns, st.st_size, part_tuple)
+            raise FileNotFoundError(f"model file {os.fspath(path)!r} cannot be read: {exc}") from exc
+        key = (real, st.st_mtime_ns, st.st_size, variant)
         while True:
             with self._lock:
                 entry = self._entries.get(key)
                 if entry is None:
-                    self._forget_stale(real, part_tuple)
-                    entry = _Entry(self, key)
+                    self._forget_stale(real, variant)
+                    entry = _Entry(self, key, lambda: load(real))
                     self._entries[key] = entry
                     entry.pins += 1  # nothing may evict it while it loads
                     self._make_room(st.st_size, exclude=entry)
@@ -133,14 +194,14 @@ class ModelManager:
             if entry.error is not None:
                 raise entry.error
         try:
-            loaded = self._call_loader(real, part_tuple)
+            loaded = self._call(entry)
             with self._lock:
                 entry.wrapped = wrap_checkpoint(loaded, owner=entry, embedding_lookup=embedding_lookup, name=real)
                 entry.slots = entry.wrapped.slots
                 del loaded  # the wrappers own the modules now; nothing else may keep them alive
                 entry.state = "ready"
                 entry.last_used = self._next_tick()
-                log.info("loaded %s %s (%.1f MiB)", real, list(part_tuple), entry.nbytes / 2**20)
+                log.info("loaded %s %s (%.1f MiB)", real, list(variant), entry.nbytes / 2**20)
                 return self._fresh_wrappers(entry, embedding_lookup)
         except BaseException as exc:
             with self._lock:
@@ -152,8 +213,8 @@ class ModelManager:
                 entry.loaded.set()
                 self._unpin(entry)
 
-    def _call_loader(self, path: str, parts: tuple[str, ...]) -> Any:
-        loaded = self.loader(path, parts=parts, dtype=devices.compute_dtype(), device=devices.compute_device())
+    def _call(self, entry: _Entry) -> Any:
+        loaded = entry.load()
         with self._lock:
             self.loads += 1
         vae = getattr(loaded, "vae", None)
@@ -182,7 +243,7 @@ class ModelManager:
     def _reload(self, entry: _Entry) -> None:
         """Load a dropped entry's modules again into its slots; the caller has pinned it and marked it loading."""
         try:
-            loaded = self._call_loader(entry.path, entry.parts)
+            loaded = self._call(entry)
         except BaseException:
             with self._lock:
                 entry.state = "released"
@@ -202,10 +263,10 @@ class ModelManager:
             entry.loaded.set()
             log.info("reloaded %s %s", entry.path, list(entry.parts))
 
-    def _forget_stale(self, real: str, parts: tuple[str, ...]) -> None:
+    def _forget_stale(self, real: str, variant: tuple[str, ...]) -> None:
         """A file that changed on disk: forget its old loads (dropped now, or when their users finish)."""
         for key, entry in list(self._entries.items()):
-            if key[0] == real and key[3] == parts and entry.state != "loading":
+            if key[0] == real and key[3] == variant and entry.state != "loading":
                 del self._entries[key]
                 if entry.pins:
                     entry.drop_when_unpinned = True

@@ -127,7 +127,6 @@ class ModuleSlot:
         self._module: nn.Module | None = None
         self.param_shapes: dict[str, torch.Size] = dict(param_shapes or {})
         self.nbytes = 0
-        self.pins = 0  # owner's count of users; the owner never evicts a pinned slot
         self._cond = threading.Condition(threading.RLock())
         self._backups: dict[str, torch.Tensor] = {}
         self._applied_id = 0

@@ -239,3 +239,20 @@ def test_reload_of_a_dropped_model_does_not_block_stats(tmp_path: Path) -> None:
         t.join(30)
     assert len(loader.calls) == 2  # one first load, one reload shared by both users
     assert [m["state"] for m in mm.stats()["models"]] == ["ready"] and not mm.stats()["models"][0]["pinned"]
+
+
+def test_component_files_are_shared_too(tmp_path: Path) -> None:
+    """UNETLoader, VAELoader and CLIPLoader files go through the same budget and sharing."""
+    path = write_tiny_checkpoint(tmp_path, "sdxl")  # a whole checkpoint is also a valid component file
+    mm = ModelManager(budget_bytes=10**10)
+    unet, unet_again = mm.load_unet(path), mm.load_unet(path)
+    assert unet.family == "sdxl" and unet_again.slot is unet.slot and unet_again is not unet
+    vae = mm.load_vae(path)
+    assert mm.load_vae(path).slot is vae.slot and vae.latent_channels == 4
+    clip = mm.load_text_encoder(path, "sdxl")
+    assert [e.role for e in clip.encoders] == ["clip_l", "clip_g"]
+    assert mm.load_text_encoder(path, "sdxl").slot is clip.slot
+    assert mm.loads == 3 and len(mm.stats()["models"]) == 3
+    assert unet.slot is not mm.load_checkpoint(path).model.slot  # a different load of the same file
+    mm.free()
+    assert vae.decode(torch.zeros(1, 4, 1, 1)).shape == (1, 8, 8, 3) and mm.loads == 5  # vae reloaded on use
