@@ -6,6 +6,7 @@ Layouts understood:
   the original LDM form (`input_blocks_4_1_...`, SDXL trainers);
 * diffusers / PEFT (`unet.<module>.lora_A.weight` / `.lora_B.weight`, `text_encoder.` and
   `text_encoder_2.`, the older `.lora.down.weight` and attention-processor `to_q_lora` forms);
+* ComfyUI's own naming (`diffusion_model.<LDM module>`, `text_encoders.clip_l.transformer.<module>`);
 * whole-weight differences (`.diff`, `.diff_b`).
 The UNet's LDM names are derived from its diffusers config, so no table has to be kept in step.
 Keys that match nothing, and layouts we do not apply (LoHa, LoKr, DoRA, Tucker mid weights), are
@@ -25,6 +26,7 @@ import torch
 from nodes import device as devices
 from nodes.models.safe_pickle import load_torch_file
 from nodes.models.wrappers import ClipWrapper, FullDelta, LowRankDelta, ModelWrapper, WeightDelta
+from nodes.text.roles import encoder_roles
 
 __all__ = ["LoraPatches", "load_lora_file", "lora_patches", "apply_lora", "unet_ldm_module_names"]
 
@@ -145,7 +147,7 @@ class _Targets:
     unet_underscored: dict[str, str] = field(default_factory=dict)
     clip_dotted: dict[tuple[int, str], str] = field(default_factory=dict)
     clip_underscored: dict[tuple[int, str], str] = field(default_factory=dict)
-    n_encoders: int = 0
+    role_index: dict[str, int] = field(default_factory=dict)
 
 
 def _targets(model: ModelWrapper | None, clip: ClipWrapper | None) -> _Targets:
@@ -159,7 +161,7 @@ def _targets(model: ModelWrapper | None, clip: ClipWrapper | None) -> _Targets:
             t.unet_dotted.setdefault(ldm, name)
             t.unet_underscored.setdefault(ldm.replace(".", "_"), name)
     if clip is not None:
-        t.n_encoders = len(clip.encoders)
+        t.role_index = {role.name: i for i, role in enumerate(encoder_roles(clip))}
         for name in _modules_of(clip.slot.param_shapes):
             idx_str, _, inner = name.partition(".")
             idx = int(idx_str)
@@ -181,29 +183,34 @@ def _split_suffix(key: str) -> tuple[str, str] | None:
 _PROCESSOR = re.compile(r"\.processor\.(to_q|to_k|to_v|to_out)$")
 
 
-def _resolve(module_key: str, t: _Targets) -> tuple[str, str | None] | None:
-    """('unet'|'clip', our module name or None if that part was not given), or None if nothing matches."""
+_TE_UNDERSCORED = (("lora_te1_", 0), ("lora_te2_", 1), ("lora_te_", 0))
+_TE_DOTTED = (("text_encoder_2.", 1), ("text_encoder.", 0))
+_UNET_DOTTED_PREFIXES = ("unet.", "model.diffusion_model.", "diffusion_model.")
+
+
+def _resolve(module_key: str, t: _Targets) -> tuple[str, str | None]:
+    """('unet' or 'clip', our module name, or None when nothing of that part matches)."""
     m = _PROCESSOR.search(module_key)
     if m:  # old diffusers attention-processor LoRAs: attn1.processor.to_q_lora
         module_key = module_key[: m.start()] + "." + m.group(1) + (".0" if m.group(1) == "to_out" else "")
-    encoder_prefixes = (("lora_te1_", 0), ("lora_te2_", 1), ("lora_te_", 0))
+    for prefix, idx in _TE_UNDERSCORED:
+        if module_key.startswith(prefix):
+            return "clip", t.clip_underscored.get((idx, module_key[len(prefix):]))
+    for prefix, idx in _TE_DOTTED:
+        if module_key.startswith(prefix):
+            return "clip", t.clip_dotted.get((idx, module_key[len(prefix):]))
+    if module_key.startswith("text_encoders."):  # ComfyUI's own naming: text_encoders.clip_l.transformer.<module>
+        role, _, rest = module_key[len("text_encoders."):].partition(".")
+        rest = rest[len("transformer."):] if rest.startswith("transformer.") else rest
+        idx = t.role_index.get(role)
+        return "clip", t.clip_dotted.get((idx, rest)) if idx is not None else None
     if module_key.startswith("lora_unet_"):
-        rest = module_key[len("lora_unet_"):]
-        return ("unet", t.unet_underscored.get(rest)) if t.unet_underscored else ("unet", None)
-    for prefix, idx in encoder_prefixes:
+        return "unet", t.unet_underscored.get(module_key[len("lora_unet_"):])
+    for prefix in _UNET_DOTTED_PREFIXES:
         if module_key.startswith(prefix):
-            rest = module_key[len(prefix):]
-            return ("clip", t.clip_underscored.get((idx, rest))) if t.n_encoders else ("clip", None)
-    for prefix, idx in (("text_encoder_2.", 1), ("text_encoder.", 0)):
-        if module_key.startswith(prefix):
-            rest = module_key[len(prefix):]
-            return ("clip", t.clip_dotted.get((idx, rest))) if t.n_encoders else ("clip", None)
-    rest = module_key[len("unet."):] if module_key.startswith("unet.") else module_key
-    if rest in t.unet_dotted:
-        return "unet", t.unet_dotted[rest]
-    if module_key.startswith("unet."):
-        return ("unet", None) if not t.unet_dotted else None
-    return None
+            module_key = module_key[len(prefix):]
+            break
+    return "unet", t.unet_dotted.get(module_key)
 
 
 def lora_patches(lora: Mapping[str, torch.Tensor], model: ModelWrapper | None,
@@ -229,14 +236,12 @@ def lora_patches(lora: Mapping[str, torch.Tensor], model: ModelWrapper | None,
         if "mid" in roles:
             result.unsupported.extend(keys)
             continue
-        target = _resolve(module_key, t)
-        if target is None:
-            result.unmatched.extend(keys)
+        part, name = _resolve(module_key, t)
+        if (part == "clip" and clip is None) or (part == "unet" and model is None):
+            result.skipped.extend(keys)
             continue
-        part, name = target
         if name is None:
-            (result.skipped if (part == "clip" and clip is None) or (part == "unet" and model is None)
-             else result.unmatched).extend(keys)
+            result.unmatched.extend(keys)
             continue
         into, shapes = (result.model, model_shapes) if part == "unet" else (result.clip, clip_shapes)
         leftover = set(keys)

@@ -233,3 +233,18 @@ def test_pickled_lora_that_would_run_code_is_refused(tmp_path: Path, capsys: pyt
     with pytest.raises(UnsafePickleError, match="refusing to unpickle"):
         load_lora_file(path)
     assert "unpickling ran code" not in capsys.readouterr().out
+
+
+def test_comfyui_naming_with_ldm_module_paths(sdxl) -> None:
+    model, clip, _ = sdxl
+    unet_targets = {"diffusion_model.input_blocks.4.1.proj_in": "down_blocks.1.attentions.0.proj_in",
+                    "diffusion_model.out.2": "conv_out"}
+    te_targets = {"text_encoders.clip_g.transformer.text_model.encoder.layers.0.mlp.fc2": "1.text_model.encoder.layers.0.mlp.fc2",
+                  "text_encoders.clip_l.transformer.text_model.encoder.layers.1.self_attn.out_proj": "0.encoder.layers.1.self_attn.out_proj"}
+    sd, deltas = kohya_lora(model, clip, unet_targets, te_targets, alpha=2.0, seed=9)
+    unet_before, clip_before = base_weights(model), base_weights(clip)
+    report = lora_patches(sd, model, clip)
+    assert report.unmatched == [] and len(report.model) == 2 and len(report.clip) == 2
+    lmodel, lclip = apply_lora(model, clip, sd, 0.5, 2.0)
+    check_applied(unet_before, weights_of(lmodel), deltas, "unet", 0.5)
+    check_applied(clip_before, weights_of(lclip), deltas, "clip", 2.0)
