@@ -16,6 +16,7 @@ _EXPORTS = {
     "load_vae_file": "checkpoint",
     "load_text_encoder_file": "checkpoint",
     "read_state_dict": "checkpoint",
+    "TensorFile": "checkpoint",
     "detect_file": "checkpoint",
     "scheduler_config": "checkpoint",
     "CheckpointError": "detect",
@@ -34,6 +35,8 @@ _EXPORTS = {
     "tiny_sd2_depth": "tiny",
     "tiny_inpaint": "tiny",
     "write_tiny_checkpoint": "tiny",
+    "tiny_parts": "tiny",
+    "random_parts": "tiny",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -58,6 +58,14 @@ class CheckpointParts:
     def variant(self) -> str:
         return str(self.extra.get("variant", "base"))
 
+    def __repr__(self) -> str:
+        # The default repr prints every module's architecture.
+        modules = {"unet": self.unet, "vae": self.vae}
+        built = ", ".join(f"{k}={type(v).__name__}" for k, v in modules.items() if v is not None)
+        encoders = ", ".join(f"{r}={type(e).__name__}" for r, e in zip(self.text_encoder_roles, self.text_encoders))
+        return (f"CheckpointParts(family={self.family!r}, variant={self.variant!r}, "
+                f"prediction_type={self.prediction_type!r}, {built}, text_encoders=[{encoders}], path={self.path!r})")
+
     @property
     def text_encoder_roles(self) -> list[str]:
         return list(self.extra.get("text_encoder_roles", []))
