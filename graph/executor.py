@@ -22,7 +22,7 @@ from .cache import CacheEntry, KeyBuilder, OutputCache
 from .context import Emit, ExecutionInterrupted, Interrupt, NodeContext, reset_current, set_current
 from .nodedef import ExecutionBlocker, NodeDef, Result
 from .registry import NodeRegistry
-from .validation import ValidationOutcome, link_graph, validate_prompt
+from .validation import ValidationOutcome, link_graph, upstream_closure, validate_prompt
 from .workflow import Link, PromptNode, parse_input
 
 
@@ -162,17 +162,20 @@ class _Run:
         self.keys = KeyBuilder(self.registry, self.nodes, self.fingerprint)
         self.emit("execution_start", {"prompt_id": self.prompt_id, "timestamp": _now_ms()})
         try:
-            keys = [self.keys.key(n) for n in self.nodes]
-            self.cache.begin_prompt(keys)
+            needed = upstream_closure(self.nodes, outcome.outputs)
+            keys = {node_id: self.keys.key(node_id) for node_id in self.nodes if node_id in needed}
+            self.cache.begin_prompt(keys.values())
             self.forget_instances()
-            cached: list[str] = []
             for out in outcome.outputs:
-                self.require(out, cached)
-            self.result.cached = cached
-            self.emit("execution_cached", {"nodes": cached, "prompt_id": self.prompt_id, "timestamp": _now_ms()})
-            for node_id in cached:
-                entry = self.results[node_id]
-                if entry.ui and node_id in outcome.outputs:
+                self.require(out)
+            # Report every node of the prompt whose result is cached, also those upstream of a cached
+            # node that were never looked up: clients grey them out from this list, as in ComfyUI.
+            self.result.cached = [n for n in keys if n in self.results or (n not in self.to_run and keys[n] in self.cache)]
+            self.emit("execution_cached", {"nodes": self.result.cached, "prompt_id": self.prompt_id,
+                                           "timestamp": _now_ms()})
+            for node_id in outcome.outputs:
+                entry = self.results.get(node_id)
+                if entry is not None and entry.ui:
                     self.send_executed(node_id, entry.ui)
             await self.loop()
         except _NodeFailed as failure:
@@ -221,7 +224,7 @@ class _Run:
             links.append(value)
         return links
 
-    def require(self, node_id: str, cached: list[str] | None = None) -> None:
+    def require(self, node_id: str) -> None:
         """Make node_id available: from the cache, or scheduled with everything it needs."""
         stack = [node_id]
         while stack:
@@ -232,8 +235,6 @@ class _Run:
             entry = self.cache.get(self.keys.key(current))
             if entry is not None:
                 self.results[current] = entry
-                if cached is not None:
-                    cached.append(current)
                 self.release_dependents(current)
                 continue
             self.to_run[current] = None

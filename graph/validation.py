@@ -299,7 +299,8 @@ def parse_prompt(data: Any, registry: NodeRegistry) -> tuple[dict[str, PromptNod
     return nodes, None, {}
 
 
-def _closure(nodes: Mapping[str, PromptNode], roots: Iterable[str]) -> set[str]:
+def upstream_closure(nodes: Mapping[str, PromptNode], roots: Iterable[str]) -> set[str]:
+    """The roots and every node they link to, directly or not."""
     seen: set[str] = set()
     stack = [r for r in roots if r in nodes]
     while stack:
@@ -342,7 +343,7 @@ def validate_prompt(data: Any, registry: NodeRegistry, targets: Iterable[str] | 
             "prompt_no_outputs", "Prompt has no outputs",
             "no output node (SaveImage, PreviewImage, ...) in the prompt, so nothing would run"))
 
-    needed = _closure(nodes, outputs)
+    needed = upstream_closure(nodes, outputs)
     validator = _Validator(registry, nodes)
     for node_id in sorted(needed, key=_natural):
         validator.check_node(nodes[node_id])
@@ -357,7 +358,7 @@ def validate_prompt(data: Any, registry: NodeRegistry, targets: Iterable[str] | 
     dependents: dict[str, list[str]] = {}
     good: list[str] = []
     for out in outputs:
-        closure = _closure(nodes, [out])
+        closure = upstream_closure(nodes, [out])
         bad = [n for n in closure if n in validator.errors]
         for node_id in bad:
             dependents.setdefault(node_id, []).append(out)

@@ -68,7 +68,7 @@ def test_unchanged_rerun_executes_nothing_and_replays_outputs(executor: Executor
     rec = Recorder()
     result = executor.execute(sum_graph(), "p2", emit=rec)
     assert result.executed == [] and CALLS == {}
-    assert sorted(rec.of("execution_cached")[0]["nodes"]) == ["4"]
+    assert sorted(rec.of("execution_cached")[0]["nodes"]) == ["1", "2", "3", "4"]  # all cached, as ComfyUI lists them
     assert result.outputs == {"4": {"text": ["5"], "node": ["4"]}}
     assert rec.of("executed")[0]["output"] == {"text": ["5"], "node": ["4"]}
 
