@@ -49,6 +49,10 @@ def test_page_opens_with_the_default_graph_on_the_first_checkpoint(editor: Edito
 def test_build_the_default_graph_from_an_empty_canvas_and_run_it(editor: Editor) -> None:
     editor.page.click("#btn-new")
     assert editor.graph()["nodes"] == []
+    assert editor.js("() => window.diffloom.canvas.ds.scale") == 1
+    editor.page.click("#btn-zoom-out")
+    editor.page.click("#btn-zoom-out")  # room for seven nodes on a laptop screen
+    assert abs(editor.js("() => window.diffloom.canvas.ds.scale") - 0.64) < 0.01
     width = editor.js("() => window.diffloom.canvasElement.getBoundingClientRect().width")
     left, top = editor.js("() => { const r = window.diffloom.canvasElement.getBoundingClientRect();"
                           " return [r.left, r.top]; }")
@@ -349,6 +353,21 @@ def test_load_image_upload_by_button_and_drop(editor: Editor) -> None:
     page.wait_for_function("(id) => window.diffloom.graph.getNodeById(id).widgets[0].value === 'blue.png'", arg=node)
     assert (editor.base / "input" / "blue.png").exists()
     editor.snap("uploaded")
+    # the mask painter: paint a stroke, save; the server stores the image with the stroke as transparency
+    page.mouse.click(*editor.title_pos(node), button="right")
+    page.locator(".litecontextmenu .litemenu-entry", has_text="Edit mask").click()
+    paint = page.locator(".mask-editor canvas.mask-paint")
+    box = paint.bounding_box()
+    assert box is not None
+    editor.drag((box["x"] + 2, box["y"] + 2), (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2))
+    editor.snap("mask_painted")
+    page.locator(".mask-editor button.primary").click()
+    page.wait_for_function("(id) => window.diffloom.graph.getNodeById(id).widgets[0].value === 'blue-mask.png'",
+                           arg=node)
+    masked = Image.open(editor.base / "input" / "blue-mask.png")
+    assert masked.mode == "RGBA" and masked.size == (16, 12)
+    assert masked.getpixel((0, 0))[3] == 0 and masked.getpixel((15, 11))[3] == 255
+    assert masked.getpixel((15, 11))[:3] == (10, 30, 200)
 
 
 def drop_file(editor: Editor, name: str, mime: str, data: bytes, at: tuple[float, float] | None = None) -> None:

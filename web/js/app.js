@@ -37,12 +37,13 @@ class ErrorPanel {
         : el("strong", { text: label }),
       el("span", { text: ` ${text}` }),
     ]));
-    this.element.replaceChildren(
+    const parts = [
       el("header", {}, [el("strong", { text: title }),
         el("button.close", { title: "Dismiss", onclick: () => this.clear() }, ["×"])]),
       el("ul", {}, items),
-      details ? el("details", {}, [el("summary", { text: "Traceback" }), el("pre", { text: details })]) : null,
-    );
+    ];
+    if (details) parts.push(el("details", {}, [el("summary", { text: "Traceback" }), el("pre", { text: details })]));
+    this.element.replaceChildren(...parts);
     this.element.hidden = false;
   }
 }
@@ -214,6 +215,12 @@ export class App {
     this.canvas.ds.scale = scale;
     this.canvas.ds.offset[0] = -x0 + (rect.width / scale - (x1 - x0)) / 2;
     this.canvas.ds.offset[1] = -y0 + (rect.height / scale - (y1 - y0)) / 2;
+    this.canvas.setDirty(true, true);
+  }
+
+  zoomBy(factor) {
+    const rect = this.canvasElement.getBoundingClientRect();
+    this.canvas.ds.changeScale(this.canvas.ds.scale * factor, [rect.width / 2, rect.height / 2]);
     this.canvas.setDirty(true, true);
   }
 
@@ -530,6 +537,8 @@ export class App {
 
   newWorkflow() {
     this.graph.clear();
+    this.canvas.ds.scale = 1;
+    this.canvas.ds.offset = [0, 0];
     this.afterLoad("Unsaved workflow");
   }
 
@@ -678,6 +687,8 @@ export class App {
     on("btn-redo", () => this.tracker.redo());
     on("btn-add", () => this.openSearch());
     on("btn-fit", () => this.fitView());
+    on("btn-zoom-in", () => this.zoomBy(1.25));
+    on("btn-zoom-out", () => this.zoomBy(0.8));
     on("btn-refresh", () => this.refreshNodeDefinitions());
     on("btn-queue", () => this.queue());
     on("btn-interrupt", () => this.api.interrupt().catch((e) => toast(e.message, "error")));

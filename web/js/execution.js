@@ -4,6 +4,7 @@
 
 import { LiteGraph } from "../vendor/litegraph/litegraph.es.js";
 import { toast } from "./ui.js";
+import { wrapLines } from "./widgets.js";
 
 const EXECUTING_COLOR = "#3c3";
 const ERROR_COLOR = "#e33";
@@ -11,8 +12,10 @@ const ERROR_COLOR = "#e33";
 /** Messages of one validation error, naming the input when there is one. */
 function describeError(error) {
   const input = error.extra_info?.input_name;
-  const details = error.details && error.details !== input ? `: ${error.details}` : "";
-  return { input, text: `${input ? `${input}: ` : ""}${error.message}${details}` };
+  // ComfyUI's details are often just the input name; ours are a sentence that says it all
+  const said = error.details && error.details !== input ? error.details : error.message;
+  const prefix = input && !said.includes(`'${input}'`) ? `${input}: ` : "";
+  return { input, text: `${prefix}${said}` };
 }
 
 export class ExecutionView {
@@ -223,15 +226,16 @@ export class ExecutionView {
       }
     }
     ctx.font = "12px Arial";
-    const lines = errors.map((e) => e.text).slice(0, 6);
-    const boxWidth = Math.max(width, ...lines.map((l) => Math.min(480, ctx.measureText(l).width + 16)));
+    const boxWidth = Math.max(width, 360);
+    let lines = errors.flatMap((e) => wrapLines(ctx, e.text, boxWidth - 16));
+    if (lines.length > 8) lines = [...lines.slice(0, 7), "… (see the error list)"];
     const top = node.flags?.collapsed ? 8 : height + 8;
-    ctx.fillStyle = "rgba(90, 10, 10, 0.92)";
+    ctx.fillStyle = "rgba(90, 10, 10, 0.94)";
     ctx.beginPath();
     ctx.roundRect(0, top, boxWidth, lines.length * 16 + 8, 6);
     ctx.fill();
     ctx.fillStyle = "#fdd";
-    lines.forEach((line, i) => ctx.fillText(line, 8, top + 17 + i * 16, boxWidth - 16));
+    lines.forEach((line, i) => ctx.fillText(line, 8, top + 17 + i * 16));
     ctx.restore();
   }
 }

@@ -65,11 +65,20 @@ function defaultOf(kind, config, values) {
   return "";
 }
 
-function wrapLines(ctx, text, width) {
+/** Split text into lines that fit `width` on `ctx` (breaking at spaces, and inside words too long for a line). */
+export function wrapLines(ctx, text, width) {
   const lines = [];
   for (const paragraph of String(text).split("\n")) {
     let line = "";
-    for (const word of paragraph.split(" ")) {
+    for (let word of paragraph.split(" ")) {
+      while (ctx.measureText(word).width > width && word.length > 1) {
+        let cut = word.length - 1;
+        while (cut > 1 && ctx.measureText(word.slice(0, cut)).width > width) cut--;
+        if (line) lines.push(line);
+        lines.push(word.slice(0, cut));
+        line = "";
+        word = word.slice(cut);
+      }
       const candidate = line ? `${line} ${word}` : word;
       if (ctx.measureText(candidate).width > width && line) {
         lines.push(line);
