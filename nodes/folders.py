@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from graph.files import PathEscapeError, check_name_part, confined_path
+
 __all__ = [
     "FolderPaths", "FolderSpec", "UnsafePathError", "MODEL_EXTENSIONS", "LEGACY_KEYS",
     "safe_join", "check_relative_name", "default_folder_paths", "set_default_folder_paths",
@@ -29,7 +31,7 @@ MODEL_EXTENSIONS: frozenset[str] = frozenset(
 LEGACY_KEYS: dict[str, str] = {"unet": "diffusion_models", "clip": "text_encoders"}
 
 
-class UnsafePathError(ValueError):
+class UnsafePathError(PathEscapeError):
     """A file name that would resolve outside the folder it is looked up in."""
 
 
@@ -79,15 +81,13 @@ def check_relative_name(name: str, *, what: str = "name") -> str:
     """Normalise a user-supplied relative name to forward slashes; refuse one that could escape."""
     if not isinstance(name, str) or not name:
         raise UnsafePathError(f"{what} {name!r} is empty or not a string: it must be a relative file name")
-    if "\x00" in name:
-        raise UnsafePathError(f"{what} {name!r} contains a NUL byte")
-    # Workflows saved on Windows name sub-folders with backslashes.
+    # Workflows saved on Windows name sub-folders with backslashes; everything else is graph.files' rule.
     norm = name.replace("\\", "/")
-    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
-        raise UnsafePathError(f"{what} {name!r} is an absolute path: it must be relative to its folder")
+    try:
+        check_name_part(norm, what)
+    except PathEscapeError as exc:
+        raise UnsafePathError(str(exc)) from exc
     parts = [p for p in norm.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise UnsafePathError(f"{what} {name!r} contains '..': it must stay inside its folder")
     if not parts:
         raise UnsafePathError(f"{what} {name!r} names no file")
     return "/".join(parts)
@@ -100,10 +100,10 @@ def _inside(path: str, root: str) -> bool:
 def safe_join(base: str | os.PathLike[str], name: str, *, what: str = "name") -> Path:
     """`base/name`, refusing a name that leaves `base` (`..`, absolute, NUL, symlinks pointing out)."""
     rel = check_relative_name(name, what=what)
-    root = os.path.realpath(base)
-    candidate = os.path.realpath(os.path.join(root, rel))
-    if not _inside(candidate, root):
-        raise UnsafePathError(f"{what} {name!r} resolves to {candidate!r}, outside {root!r}")
+    try:
+        confined_path(base, rel, what=what)
+    except PathEscapeError as exc:
+        raise UnsafePathError(str(exc)) from exc
     return Path(os.path.join(os.path.abspath(base), rel))
 
 

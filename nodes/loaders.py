@@ -9,9 +9,8 @@ from typing import Any
 
 from graph.declare import Combo, Float, In, Int, node
 
-from .models.checkpoint import load_text_encoder_file, load_unet_file, load_vae_file
 from .models.lora import apply_lora
-from .models.wrappers import ClipWrapper, ModelWrapper, VaeWrapper, wrap_checkpoint
+from .models.wrappers import ClipWrapper, ModelWrapper, VaeWrapper
 from .runtime import runtime
 from .text.embeddings import folder_lookup
 
@@ -55,7 +54,7 @@ def CheckpointLoaderSimple(ckpt_name: str = Combo(_files("checkpoints"), tooltip
       fingerprint=_checkpoint_fingerprint("vae", "vae_name"))
 def VAELoader(vae_name: str = Combo(_files("vae"))) -> VaeWrapper:
     """Load a VAE file (original or diffusers layout)."""
-    return VaeWrapper(load_vae_file(_path("vae", vae_name)), source=vae_name)
+    return runtime().models.load_vae(_path("vae", vae_name))
 
 
 @node(category="advanced/loaders", outputs="CLIP", display_name="Load CLIP",
@@ -63,10 +62,9 @@ def VAELoader(vae_name: str = Combo(_files("vae"))) -> VaeWrapper:
 def CLIPLoader(clip_name: str = Combo(_files("text_encoders")),
                type: str = Combo(["stable_diffusion", "sd2", "sdxl"])) -> ClipWrapper:  # noqa: A002 - ComfyUI's name
     """Load a text encoder file (CLIP-L for SD1, OpenCLIP-H for SD2, one of SDXL's two)."""
-    parts = load_text_encoder_file(_path("text_encoders", clip_name), type)
-    clip = wrap_checkpoint(parts, embedding_lookup=folder_lookup(runtime().folders), name=clip_name).clip
-    assert clip is not None
-    return clip
+    rt = runtime()
+    return rt.models.load_text_encoder(_path("text_encoders", clip_name), type,
+                                       embedding_lookup=folder_lookup(rt.folders))
 
 
 @node(category="advanced/loaders", outputs="MODEL", display_name="Load Diffusion Model",
@@ -77,10 +75,7 @@ def UNETLoader(unet_name: str = Combo(_files("diffusion_models")),
     from .device import parse_dtype  # noqa: PLC0415
 
     dtype = None if weight_dtype == "default" else parse_dtype(weight_dtype)
-    parts = load_unet_file(_path("diffusion_models", unet_name), dtype=dtype)
-    model = wrap_checkpoint(parts, name=unet_name).model
-    assert model is not None
-    return model
+    return runtime().models.load_unet(_path("diffusion_models", unet_name), dtype=dtype)
 
 
 @node(category="loaders", outputs=("MODEL", "CLIP"), display_name="Load LoRA",
