@@ -329,10 +329,27 @@ def test_undo_redo_copy_paste_group_and_delete(editor: Editor) -> None:
     assert editor.node(9)["pos"] != [x, y]
     page.click("#btn-undo")
     assert editor.node(9)["pos"] == [x, y]
+    # mute (Ctrl+M) and bypass (Ctrl+B) the decoder: ComfyUI's modes 2 and 4, toggled
+    page.mouse.click(*editor.title_pos(8))
+    page.keyboard.press("Control+m")
+    assert editor.node(8)["mode"] == 2
+    page.keyboard.press("Control+b")
+    assert editor.node(8)["mode"] == 4
+    page.keyboard.press("Control+b")
+    assert editor.node(8)["mode"] == 0
+    page.keyboard.press("Control+m")
+    editor.snap("muted")
+    exported = editor.js("async () => window.diffloom.api.convertWorkflow(window.diffloom.snapshot())")
+    assert "8" not in exported and "3" in exported
     page.mouse.click(*editor.title_pos(9))
     page.keyboard.press("Delete")
     assert not editor.nodes_of_type("SaveImage")
     editor.snap("after_edits")
+    # the session survives a reload of the page
+    before = editor.saved_form()
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    assert editor.saved_form() == before
 
 
 def test_load_image_upload_by_button_and_drop(editor: Editor) -> None:

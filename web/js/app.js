@@ -16,6 +16,7 @@ import {
 } from "./workflow.js";
 
 const SESSION_KEY = "diffloom.workflow";
+const NODE_MODES = { Always: 0, "Mute (never run)": 2, "Bypass (pass inputs through)": 4 };
 const IMAGE_AREA = 256;
 
 /** The list of validation or execution errors under the toolbar, each one jumping to its node. */
@@ -259,7 +260,22 @@ export class App {
     }
   }
 
-  nodeMenuOptions(node) {
+  nodeMenuOptions(node, options) {
+    // litegraph's own modes (events, triggers) and subgraphs are not what this editor runs: use ComfyUI's modes
+    for (let i = options.length - 1; i >= 0; i--) {
+      const content = String(options[i]?.content ?? "");
+      if (content.startsWith("Convert to Subgraph")) options.splice(i, 1);
+      else if (content === "Mode") {
+        options[i] = {
+          content: "Mode",
+          has_submenu: true,
+          callback: (value, menuOptions, event, parent) => new LiteGraph.ContextMenu(
+            Object.keys(NODE_MODES), {
+              event, parentMenu: parent, callback: (choice) => this.setMode(this.selectedOr(node), NODE_MODES[choice]),
+            }),
+        };
+      }
+    }
     const upload = node.widgets?.find((w) => w.options?.upload);
     const images = node.imageUrls ?? [];
     const items = [];
@@ -270,6 +286,20 @@ export class App {
       items.push({ content: "Edit mask…", callback: () => this.editMask(node, upload) });
     }
     return items.length ? [null, ...items] : [];
+  }
+
+  /** The selected nodes if `node` is among them, else just `node`. */
+  selectedOr(node) {
+    const selected = Object.values(this.canvas.selected_nodes);
+    return selected.includes(node) ? selected : [node];
+  }
+
+  /** Set (or, when all already have it, clear) a ComfyUI mode on nodes: 0 always, 2 muted, 4 bypassed. */
+  setMode(nodes, mode, { toggle = false } = {}) {
+    const target = toggle && nodes.every((n) => n.mode === mode) ? NODE_MODES.Always : mode;
+    for (const node of nodes) node.mode = target;
+    this.canvas.setDirty(true, true);
+    this.tracker.checkSoon();
   }
 
   /** A textarea over a multi-line widget, live-editing its value. */
@@ -724,6 +754,8 @@ export class App {
       else if (ctrl && key === "s") this.saveWorkflow();
       else if (ctrl && key === "o") document.getElementById("file-input").click();
       else if (ctrl && key === "g") this.groupSelected();
+      else if (ctrl && key === "m") this.setMode(Object.values(this.canvas.selected_nodes), 2, { toggle: true });
+      else if (ctrl && key === "b") this.setMode(Object.values(this.canvas.selected_nodes), 4, { toggle: true });
       else if (!ctrl && !e.altKey && e.key === "/") this.openSearch(this.lastPointer?.[0], this.lastPointer?.[1]);
       else if (!ctrl && !e.altKey && key === "." ) this.fitView();
       else handled = false;

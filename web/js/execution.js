@@ -165,6 +165,14 @@ export class ExecutionView {
     const id = String(node.id);
     const [width, height] = node.size;
     const title = LiteGraph.NODE_TITLE_HEIGHT;
+    if (node.mode === 2 || node.mode === 4) {
+      // the colours say it (nodes.js); the word says it to those who do not know the colours
+      ctx.save();
+      ctx.fillStyle = node.mode === 2 ? "#999" : "#d9a5e0";
+      ctx.font = "11px Arial";
+      ctx.fillText(node.mode === 2 ? "muted" : "bypassed", 8, -title - 6);
+      ctx.restore();
+    }
     if (this.executing === id) {
       ctx.save();
       ctx.strokeStyle = EXECUTING_COLOR;

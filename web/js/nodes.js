@@ -361,6 +361,18 @@ function registerEditorNodes(hooks) {
   PrimitiveNode.category = "utils";
 }
 
+// ComfyUI's look for node modes: bypassed (4) purple, muted (2) dimmed; litegraph colours by mode only its box.
+const MODE_COLORS = { 2: ["#262626", "#1e1e1e"], 4: ["#6b3a72", "#4a2850"] };
+for (const [property, index] of [["renderingColor", 0], ["renderingBgColor", 1]]) {
+  const base = Object.getOwnPropertyDescriptor(LGraphNode.prototype, property).get;
+  Object.defineProperty(LGraphNode.prototype, property, {
+    configurable: true,
+    get() {
+      return MODE_COLORS[this.mode]?.[index] ?? base.call(this);
+    },
+  });
+}
+
 /** Replace every registered node type with the ones `objectInfo` declares. */
 export function registerNodeTypes(objectInfo, hooks) {
   for (const type of Object.keys(LiteGraph.registered_node_types)) LiteGraph.unregisterNodeType(type);
