@@ -6,11 +6,24 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 TINY_LORA = "tiny-lora.safetensors"
+# Written by write_tiny_control_models (nodes.models.tiny_control) for the ControlNet and depth workflows.
+TINY_CONTROLNET = "tiny-controlnet-sd1.safetensors"
+TINY_DEPTH_MODEL = "tiny-dpt"
+TINY_DEPTH_CHECKPOINT = "tiny-sd2-depth.safetensors"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def tiny_control_models(model_base: Path) -> None:
+    """The tiny ControlNet, depth estimator and SD 2 depth checkpoint that tiny_version's names point at."""
+    from nodes.models.tiny_control import write_tiny_control_models
+
+    write_tiny_control_models(model_base / "models")
 
 
 def tiny_version(prompt: dict[str, Any]) -> dict[str, Any]:
@@ -18,15 +31,21 @@ def tiny_version(prompt: dict[str, Any]) -> dict[str, Any]:
     prompt = json.loads(json.dumps(prompt))
     for node in prompt.values():
         inputs, kind = node["inputs"], node["class_type"]
-        if "ckpt_name" in inputs:
+        if "ckpt_name" in inputs and "depth" in inputs["ckpt_name"].lower():
+            inputs["ckpt_name"] = TINY_DEPTH_CHECKPOINT
+        elif "ckpt_name" in inputs:
             inputs["ckpt_name"] = "tiny-sdxl.safetensors" if "xl" in inputs["ckpt_name"].lower() else "tiny-sd1.safetensors"
+        if "control_net_name" in inputs:
+            inputs["control_net_name"] = TINY_CONTROLNET
+        if kind == "DepthEstimator":
+            inputs["model_name"] = TINY_DEPTH_MODEL
         if "lora_name" in inputs:
             inputs["lora_name"] = TINY_LORA
         if kind in ("KSampler", "KSamplerAdvanced", "SamplingStart") and isinstance(inputs.get("steps"), int):
             inputs["steps"] = 3 if kind == "SamplingStart" else 2
         if kind == "SamplingSteps" and inputs.get("steps"):
             inputs["steps"] = 1
-        if kind in ("EmptyLatentImage", "CLIPTextEncodeSDXL"):
+        if kind in ("EmptyLatentImage", "CLIPTextEncodeSDXL", "ImageScale"):
             for key in ("width", "height", "target_width", "target_height"):
                 if key in inputs:
                     inputs[key] = 64
