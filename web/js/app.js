@@ -16,6 +16,7 @@ import {
 } from "./workflow.js";
 
 const SESSION_KEY = "diffloom.workflow";
+const MIN_FIT_SCALE = 0.5; // below this litegraph draws nodes without text
 const NODE_MODES = { Always: 0, "Mute (never run)": 2, "Bypass (pass inputs through)": 4 };
 const IMAGE_AREA = 256;
 
@@ -112,7 +113,7 @@ export class App {
     this.canvas.allow_searchbox = true;
     this.canvas.show_info = false;
     this.canvas.render_canvas_border = false;
-    this.canvas.low_quality_zoom_threshold = 0.45;
+    this.canvas.low_quality_zoom_threshold = 0.45; // a little under MIN_FIT_SCALE
     this.canvas.onSearchBox = (helper, text) => {
       // litegraph appends the results after this returns; then show each one's category beside it
       queueMicrotask(() => {
@@ -199,6 +200,7 @@ export class App {
     this.tracker.checkSoon();
   }
 
+  /** Show the whole graph, or (when that would make its text unreadable) its top-left part at a readable scale. */
   fitView() {
     const nodes = this.graph.nodes;
     if (!nodes.length) return;
@@ -211,11 +213,14 @@ export class App {
     }
     const rect = this.canvasElement.getBoundingClientRect();
     const margin = 40;
-    const scale = Math.min(1.2, Math.max(0.2, Math.min((rect.width - 2 * margin) / (x1 - x0),
-      (rect.height - 2 * margin) / (y1 - y0))));
-    this.canvas.ds.scale = scale;
-    this.canvas.ds.offset[0] = -x0 + (rect.width / scale - (x1 - x0)) / 2;
-    this.canvas.ds.offset[1] = -y0 + (rect.height / scale - (y1 - y0)) / 2;
+    const fit = Math.min((rect.width - 2 * margin) / (x1 - x0), (rect.height - 2 * margin) / (y1 - y0));
+    const scale = Math.min(1.2, Math.max(MIN_FIT_SCALE, fit));
+    const { ds } = this.canvas;
+    ds.scale = scale;
+    const spareX = rect.width / scale - (x1 - x0);
+    const spareY = rect.height / scale - (y1 - y0);
+    ds.offset[0] = -x0 + (spareX > 0 ? spareX / 2 : margin / scale);
+    ds.offset[1] = -y0 + (spareY > 0 ? spareY / 2 : margin / scale);
     this.canvas.setDirty(true, true);
   }
 
@@ -244,7 +249,14 @@ export class App {
         this.tracker.checkSoon();
       },
       drawForeground: (node, ctx) => this.execution.drawForeground(node, ctx),
-      drawBackground: (node, ctx) => this.drawNodeImages(node, ctx),
+      drawBackground: (node, ctx) => {
+        // litegraph lays widgets out after these hooks; lay them out now so positions are right on the first frame
+        if (!node.flags?.collapsed) {
+          node._setConcreteSlots();
+          node.arrange();
+        }
+        this.drawNodeImages(node, ctx);
+      },
       extraMenuOptions: (node, options) => this.nodeMenuOptions(node, options),
     };
   }
