@@ -120,6 +120,17 @@ class ControlNet:
     def in_channels(self) -> int:
         return int(self.config.get("in_channels", 4))
 
+    def cache_nbytes(self) -> int:
+        """Bytes of hint images this wrapper and its predecessors hold (the shared module is not the cache's)."""
+        total, node, seen = 0, self, set()
+        while isinstance(node, ControlNet) and id(node) not in seen:
+            seen.add(id(node))
+            for tensor in (node.cond_hint_original, node._hint_cache[1] if node._hint_cache else None):
+                if tensor is not None:
+                    total += tensor.untyped_storage().nbytes()
+            node = node.previous_controlnet
+        return total
+
     # ---- ComfyUI's ControlNet interface ------------------------------------------------------------
 
     def copy(self) -> ControlNet:

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from graph.cache import estimate_nbytes
 from graph.validation import validate_prompt
 from nodes import controlnet_nodes as C, loaders, sampler_nodes as S, text_nodes as T
 from nodes.controlnet import ControlImageError, ControlNet, apply_control_to_uncond, broadcast_hint
@@ -274,6 +275,9 @@ def test_loading_shares_the_module_and_copies_are_independent(runtime: Any, name
     assert a.slot is b.slot and a is not b
     applied = _apply(pos, neg, a, _image(1), 0.3)[0][0][1]["control"]
     assert a.cond_hint_original is None and applied.slot is a.slot and applied.strength == 0.3
+    # The output cache counts hint images, not the shared weights.
+    assert a.cache_nbytes() == 0 and applied.cache_nbytes() == 32 * 32 * 3 * 4
+    assert estimate_nbytes([[torch.zeros(1), {"control": applied}]]) == 4 + applied.cache_nbytes()
     diff_loaded = C.DiffControlNetLoader(model=model, control_net_name=names["controlnet"])
     assert diff_loaded.family == "sd1" and diff_loaded.slot is not a.slot  # a plain file loads as it is
 
@@ -292,3 +296,14 @@ def test_node_schemas_keep_comfyui_inputs(registry: Any) -> None:
     assert list(registry["DiffControlNetLoader"].schema.inputs) == ["model", "control_net_name"]
     canny = registry["Canny"].schema.inputs
     assert (canny["low_threshold"].options["default"], canny["high_threshold"].options["default"]) == (0.4, 0.8)
+
+
+def test_a_diffusers_controlnet_folder_in_the_controlnet_folder_loads(runtime: Any, names: dict) -> None:
+    folder = Path(runtime.folders.models_dir) / "controlnet" / "tiny-controlnet-folder"
+    if not (folder / "config.json").is_file():
+        write_tiny_controlnet(folder, "sd1", seed=2, layout="folder")
+    runtime.folders.invalidate()
+    name = "tiny-controlnet-folder/diffusion_pytorch_model.safetensors"
+    assert name in runtime.folders.get_filename_list("controlnet")
+    cn = C.ControlNetLoader(control_net_name=name)
+    assert (cn.layout, cn.family) == ("diffusers", "sd1")
