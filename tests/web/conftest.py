@@ -98,8 +98,7 @@ def editor_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EditorSe
     base = tmp_path_factory.mktemp("editor_base")
     workflows = tmp_path_factory.mktemp("editor_workflows")
     (workflows / "latent_upscale.json").write_text(json.dumps(LISTED_WORKFLOW))
-    server = EditorServer(base, workflows)
-    server.wait_ready()
+    server = EditorServer(base, workflows)  # the first editor waits for it; the browser starts meanwhile
     yield server
     code = server.stop()
     assert code == 0, f"server exited with {code}:\n{''.join(server.lines[-60:])}"
@@ -122,8 +121,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 
 @pytest.fixture
-def editor(request: pytest.FixtureRequest, browser: Browser, editor_server: EditorServer) -> Iterator[Editor]:
+def editor(request: pytest.FixtureRequest, editor_server: EditorServer, browser: Browser) -> Iterator[Editor]:
     """A fresh browser context on the editor page, loaded and ready."""
+    editor_server.wait_ready()
     context = browser.new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True)
     page: Page = context.new_page()
     page.set_default_timeout(20_000)

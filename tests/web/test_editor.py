@@ -124,6 +124,19 @@ def test_links_of_the_wrong_type_are_refused(editor: Editor) -> None:
     assert (4, 2, 8, "vae") in named_links(editor.graph())
 
 
+def test_the_canvas_menu_adds_nodes_by_category(editor: Editor) -> None:
+    page = editor.page
+    page.mouse.click(*editor.empty_spot(), button="right")
+    page.locator(".litecontextmenu .litemenu-entry", has_text="Add Node").first.click()
+    page.locator(".litecontextmenu .litemenu-entry", has_text="latent").first.click()
+    page.locator(".litecontextmenu .litemenu-entry", has_text="Upscale Latent By").first.click()
+    page.wait_for_function("() => window.diffloom.graph.nodes.length === 8")
+    added = editor.nodes_of_type("LatentUpscaleBy")
+    assert len(added) == 1 and added[0]["title"] == "Upscale Latent By"
+    editor.connect(5, 0, added[0]["id"], "samples")
+    assert (5, 0, added[0]["id"], "samples") in named_links(editor.graph())
+
+
 def test_widgets_edit_with_arrows_prompt_combo_and_convert_to_input(editor: Editor) -> None:
     page = editor.page
     page.mouse.click(*editor.widget_pos(3, "steps", "right"))

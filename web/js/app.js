@@ -2,60 +2,29 @@
 
 import { LGraph, LGraphCanvas, LGraphGroup, LiteGraph } from "../vendor/litegraph/litegraph.es.js";
 import { Api, ApiError } from "./api.js";
-import { ExecutionView } from "./execution.js";
-import { openMaskEditor } from "./maskeditor.js";
+import { ErrorPanel, ExecutionView } from "./execution.js";
+import { WorkflowFiles } from "./files.js";
+import { NodeImages } from "./nodeimages.js";
 import { registerNodeTypes } from "./nodes.js";
-import { readPngText } from "./png.js";
 import { QueuePanels } from "./queue.js";
-import { askText, el, showDialog, toast } from "./ui.js";
+import { el, showDialog, toast } from "./ui.js";
 import { ChangeTracker } from "./undo.js";
 import { applyControlWidgets } from "./widgets.js";
 import {
-  DEFAULT_LAYOUT, defaultPrompt, downloadJson, firstCheckpoint, loadApiPrompt, serializeGraph,
-  unwrapWorkflow, workflowKind,
+  DEFAULT_LAYOUT, defaultPrompt, firstCheckpoint, loadApiPrompt, serializeGraph, unwrapWorkflow, workflowKind,
 } from "./workflow.js";
 
 const SESSION_KEY = "diffloom.workflow";
 const MIN_FIT_SCALE = 0.5; // below this litegraph draws nodes without text
 const NODE_MODES = { Always: 0, "Mute (never run)": 2, "Bypass (pass inputs through)": 4 };
-const IMAGE_AREA = 256;
-
-/** The list of validation or execution errors under the toolbar, each one jumping to its node. */
-class ErrorPanel {
-  constructor(app, element) {
-    this.app = app;
-    this.element = element;
-  }
-
-  clear() {
-    this.element.hidden = true;
-    this.element.replaceChildren();
-  }
-
-  show(title, lines, details = "") {
-    const items = lines.map(({ id, label, text }) => el("li", {}, [
-      id != null
-        ? el("button.link", { onclick: () => this.app.focusNode(id), title: "Show this node" }, [label])
-        : el("strong", { text: label }),
-      el("span", { text: ` ${text}` }),
-    ]));
-    const parts = [
-      el("header", {}, [el("strong", { text: title }),
-        el("button.close", { title: "Dismiss", onclick: () => this.clear() }, ["×"])]),
-      el("ul", {}, items),
-    ];
-    if (details) parts.push(el("details", {}, [el("summary", { text: "Traceback" }), el("pre", { text: details })]));
-    this.element.replaceChildren(...parts);
-    this.element.hidden = false;
-  }
-}
 
 export class App {
   constructor() {
     this.api = new Api();
     this.objectInfo = {};
     this.workflowName = "Unsaved workflow";
-    this.images = new Map(); // url -> HTMLImageElement
+    this.images = new NodeImages(this);
+    this.files = new WorkflowFiles(this);
   }
 
   async start() {
@@ -71,7 +40,7 @@ export class App {
     this.tracker = new ChangeTracker(() => this.snapshot(), (state) => this.restore(state), () => this.onModified());
     this.bindToolbar();
     this.bindKeys();
-    this.bindDrops();
+    this.files.bindDrops();
     this.bindSidebar();
     this.api.addEventListener("status", () => this.queuePanels.refresh());
     this.api.addEventListener("connected", () => this.setConnection(true));
@@ -90,7 +59,7 @@ export class App {
       this.loadDefault();
     }
     this.queuePanels.refresh();
-    this.refreshWorkflowList();
+    this.files.refreshList();
     document.body.dataset.ready = "true";
   }
 
@@ -243,9 +212,9 @@ export class App {
     return {
       editText: (node, widget) => this.editText(node, widget),
       nodeCreated: (node) => this.onNodeCreated(node),
-      nodeConfigured: (node) => this.refreshUploadPreview(node),
+      nodeConfigured: (node) => this.images.refreshUploadPreview(node),
       widgetChanged: (node, widget) => {
-        if (widget?.options?.upload) this.refreshUploadPreview(node);
+        if (widget?.options?.upload) this.images.refreshUploadPreview(node);
         this.tracker.checkSoon();
       },
       drawForeground: (node, ctx) => this.execution.drawForeground(node, ctx),
@@ -255,7 +224,7 @@ export class App {
           node._setConcreteSlots();
           node.arrange();
         }
-        this.drawNodeImages(node, ctx);
+        this.images.draw(node, ctx);
       },
       extraMenuOptions: (node, options) => this.nodeMenuOptions(node, options),
     };
@@ -264,11 +233,11 @@ export class App {
   onNodeCreated(node) {
     const upload = node.widgets?.find((w) => w.options?.upload);
     if (upload) {
-      const button = node.addWidget("button", "choose file to upload", "image", () => this.pickUpload(node, upload));
+      const button = node.addWidget("button", "choose file to upload", "image", () => this.images.pickUpload(node, upload));
       button.serialize = false;
       button.label = "choose file to upload";
       node.setSize([Math.max(node.size[0], 260), node.computeSize()[1]]);
-      this.refreshUploadPreview(node);
+      this.images.refreshUploadPreview(node);
     }
   }
 
@@ -295,7 +264,7 @@ export class App {
       items.push({ content: "Open image", callback: () => this.showImage(images[0], node.title) });
     }
     if (upload && upload.value) {
-      items.push({ content: "Edit mask…", callback: () => this.editMask(node, upload) });
+      items.push({ content: "Edit mask…", callback: () => this.images.editMask(node, upload) });
     }
     return items.length ? [null, ...items] : [];
   }
@@ -353,118 +322,6 @@ export class App {
     };
     document.body.append(area);
     area.focus();
-  }
-
-  // ---------------------------------------------------------------- images on nodes
-
-  imageFor(url) {
-    let image = this.images.get(url);
-    if (!image) {
-      image = new Image();
-      image.onload = () => this.canvas.setDirty(true);
-      image.src = url;
-      this.images.set(url, image);
-      if (this.images.size > 200) this.images.delete(this.images.keys().next().value);
-    }
-    return image;
-  }
-
-  /** Show `urls` in the node's image area, growing the node to fit. */
-  setNodeImages(node, urls, { preview = false } = {}) {
-    node.imageUrls = urls;
-    node.imageIsPreview = preview;
-    for (const url of urls) this.imageFor(url);
-    const top = this.contentBottom(node);
-    if (node.size[1] < top + IMAGE_AREA * 0.75 || node.size[0] < IMAGE_AREA) {
-      node.setSize([Math.max(node.size[0], IMAGE_AREA), Math.max(node.size[1], top + IMAGE_AREA)]);
-    }
-    this.canvas.setDirty(true, true);
-  }
-
-  contentBottom(node) {
-    const widgets = node.widgets ?? [];
-    if (widgets.length) {
-      const last = widgets[widgets.length - 1];
-      return (last.y || 0) + (last.computedHeight ?? LiteGraph.NODE_WIDGET_HEIGHT + 4) + 4;
-    }
-    const slots = Math.max(node.inputs?.length ?? 0, node.outputs?.length ?? 0);
-    return slots * LiteGraph.NODE_SLOT_HEIGHT + 8;
-  }
-
-  drawNodeImages(node, ctx) {
-    const urls = node.imageUrls;
-    if (!urls?.length || node.flags?.collapsed) return;
-    const top = this.contentBottom(node);
-    const [width, height] = node.size;
-    const areaH = height - top - 6;
-    if (areaH < 20) return;
-    const count = urls.length;
-    const columns = Math.ceil(Math.sqrt(count));
-    const rows = Math.ceil(count / columns);
-    const cellW = (width - 12) / columns;
-    const cellH = areaH / rows;
-    urls.forEach((url, i) => {
-      const image = this.images.get(url);
-      if (!image?.complete || !image.naturalWidth) return;
-      const fit = Math.min(cellW / image.naturalWidth, cellH / image.naturalHeight);
-      const w = image.naturalWidth * fit;
-      const h = image.naturalHeight * fit;
-      const x = 6 + (i % columns) * cellW + (cellW - w) / 2;
-      const y = top + Math.floor(i / columns) * cellH + (cellH - h) / 2;
-      ctx.drawImage(image, x, y, w, h);
-    });
-  }
-
-  refreshUploadPreview(node) {
-    const upload = node.widgets?.find((w) => w.options?.upload);
-    if (!upload) return;
-    if (!upload.value) {
-      node.imageUrls = [];
-      return;
-    }
-    if (upload.options.missing?.has(upload.value)) {
-      node.imageUrls = []; // not on the server: no request that can only fail
-      return;
-    }
-    const [subfolder, filename] = splitAnnotated(upload.value);
-    this.setNodeImages(node, [this.api.viewUrl({ filename, subfolder, type: "input" })]);
-  }
-
-  async pickUpload(node, widget) {
-    const input = el("input", { type: "file", accept: "image/png,image/jpeg,image/webp,image/gif,image/bmp" });
-    input.addEventListener("change", () => {
-      if (input.files?.[0]) this.uploadToNode(node, widget, input.files[0]);
-    });
-    input.click();
-  }
-
-  async uploadToNode(node, widget, file) {
-    try {
-      const answer = await this.api.uploadImage(file);
-      const name = answer.subfolder ? `${answer.subfolder}/${answer.name}` : answer.name;
-      if (!widget.options.values.includes(name)) widget.options.values = [...widget.options.values, name];
-      widget.options.missing?.delete(name);
-      widget.value = name;
-      this.refreshUploadPreview(node);
-      this.tracker.checkSoon();
-      toast(`Uploaded ${name}`, "success", { timeout: 2500 });
-    } catch (error) {
-      toast(`Upload of ${file.name} failed: ${error.message}`, "error");
-    }
-  }
-
-  editMask(node, widget) {
-    const [subfolder, filename] = splitAnnotated(widget.value);
-    const ref = { filename, subfolder, type: "input" };
-    openMaskEditor(this.api, ref, async (answer) => {
-      const name = answer.subfolder ? `${answer.subfolder}/${answer.name}` : answer.name;
-      if (!widget.options.values.includes(name)) widget.options.values = [...widget.options.values, name];
-      widget.options.missing?.delete(name);
-      widget.value = name;
-      this.images.clear();
-      this.refreshUploadPreview(node);
-      this.tracker.checkSoon();
-    });
   }
 
   showImage(url, caption) {
@@ -547,9 +404,9 @@ export class App {
   reattachOutputs() {
     for (const [id, images] of this.execution.outputs) {
       const node = this.graph.getNodeById(Number(id));
-      if (node) this.setNodeImages(node, images.map((image) => this.api.viewUrl(image)));
+      if (node) this.images.set(node, images.map((image) => this.api.viewUrl(image)));
     }
-    for (const node of this.graph.nodes) this.refreshUploadPreview(node);
+    for (const node of this.graph.nodes) this.images.refreshUploadPreview(node);
   }
 
   setWorkflowName(name) {
@@ -614,68 +471,6 @@ export class App {
     }
   }
 
-  async openFile(file) {
-    try {
-      if (file.type === "image/png" || file.name.toLowerCase().endsWith(".png")) {
-        const texts = await readPngText(await file.arrayBuffer());
-        const raw = texts.workflow ?? texts.prompt;
-        if (!raw) throw new Error("this PNG carries no 'workflow' or 'prompt' text chunk");
-        this.loadWorkflowData(JSON.parse(raw), file.name);
-      } else {
-        this.loadWorkflowData(JSON.parse(await file.text()), file.name.replace(/\.json$/i, ""));
-      }
-      toast(`Opened ${file.name}`, "success", { timeout: 2500 });
-    } catch (error) {
-      toast(`Could not open ${file.name}: ${error.message}`, "error");
-    }
-  }
-
-  async saveWorkflow() {
-    const suggested = this.workflowName.replace(/[^\w.-]+/g, "_").replace(/^_+|_+$/g, "") || "workflow";
-    const name = await askText("Save workflow as", suggested.endsWith(".json") ? suggested : `${suggested}.json`,
-      { okLabel: "Save" });
-    if (!name) return;
-    const filename = name.endsWith(".json") ? name : `${name}.json`;
-    downloadJson(serializeGraph(this.graph), filename);
-    this.setWorkflowName(filename.replace(/\.json$/, ""));
-  }
-
-  async exportApi() {
-    try {
-      const apiPrompt = await this.api.convertWorkflow(serializeGraph(this.graph));
-      const base = this.workflowName.replace(/[^\w.-]+/g, "_") || "workflow";
-      downloadJson(apiPrompt, `${base}_api.json`);
-    } catch (error) {
-      this.reportQueueError(error);
-    }
-  }
-
-  async refreshWorkflowList() {
-    const menu = document.getElementById("workflow-menu");
-    let names = [];
-    try {
-      const answer = await this.api.listWorkflows();
-      names = Array.isArray(answer) ? answer : answer.workflows ?? [];
-    } catch (error) {
-      menu.replaceChildren(el("p.empty", { text: `Workflow list unavailable (${error.message})` }));
-      return;
-    }
-    const items = names.map((entry) => {
-      const name = typeof entry === "string" ? entry : entry.name;
-      return el("button.menu-item", { role: "menuitem", onclick: () => this.openServerWorkflow(name) }, [name]);
-    });
-    menu.replaceChildren(...(items.length ? items : [el("p.empty", { text: "No workflows in workflows/" })]));
-  }
-
-  async openServerWorkflow(name) {
-    document.getElementById("workflow-menu").hidden = true;
-    try {
-      this.loadWorkflowData(await this.api.getWorkflow(name), name.replace(/\.json$/i, ""));
-    } catch (error) {
-      toast(`Could not open ${name}: ${error.message}`, "error");
-    }
-  }
-
   // ---------------------------------------------------------------- queueing
 
   async queue({ front = false } = {}) {
@@ -720,11 +515,11 @@ export class App {
     on("btn-default", () => this.loadDefault());
     on("btn-open", () => fileInput.click());
     fileInput.addEventListener("change", () => {
-      if (fileInput.files?.[0]) this.openFile(fileInput.files[0]);
+      if (fileInput.files?.[0]) this.files.openFile(fileInput.files[0]);
       fileInput.value = "";
     });
-    on("btn-save", () => this.saveWorkflow());
-    on("btn-export", () => this.exportApi());
+    on("btn-save", () => this.files.save());
+    on("btn-export", () => this.files.exportApi());
     on("btn-undo", () => this.tracker.undo());
     on("btn-redo", () => this.tracker.redo());
     on("btn-add", () => this.openSearch());
@@ -738,7 +533,7 @@ export class App {
     on("btn-workflows", (e) => {
       e.stopPropagation();
       menu.hidden = !menu.hidden;
-      if (!menu.hidden) this.refreshWorkflowList();
+      if (!menu.hidden) this.files.refreshList();
     });
     document.addEventListener("pointerdown", (e) => {
       if (!menu.hidden && !menu.contains(e.target) && e.target.id !== "btn-workflows") menu.hidden = true;
@@ -763,7 +558,7 @@ export class App {
       let handled = true;
       if (ctrl && key === "z" && !e.shiftKey) this.tracker.undo();
       else if (ctrl && (key === "y" || (key === "z" && e.shiftKey))) this.tracker.redo();
-      else if (ctrl && key === "s") this.saveWorkflow();
+      else if (ctrl && key === "s") this.files.save();
       else if (ctrl && key === "o") document.getElementById("file-input").click();
       else if (ctrl && key === "g") this.groupSelected();
       else if (ctrl && key === "m") this.setMode(Object.values(this.canvas.selected_nodes), 2, { toggle: true });
@@ -781,32 +576,6 @@ export class App {
     });
   }
 
-  bindDrops() {
-    const target = this.canvasElement.parentElement;
-    target.addEventListener("dragover", (e) => {
-      e.preventDefault();
-      e.dataTransfer.dropEffect = "copy";
-    });
-    target.addEventListener("drop", (e) => {
-      e.preventDefault();
-      const file = e.dataTransfer?.files?.[0];
-      if (!file) return;
-      const node = this.nodeAtClient(e.clientX, e.clientY);
-      const upload = node?.widgets?.find((w) => w.options?.upload);
-      if (upload && file.type.startsWith("image/")) {
-        this.uploadToNode(node, upload, file);
-      } else {
-        this.openFile(file);
-      }
-    });
-  }
-
-  nodeAtClient(clientX, clientY) {
-    const rect = this.canvasElement.getBoundingClientRect();
-    const [x, y] = this.canvas.ds.convertCanvasToOffset([clientX - rect.left, clientY - rect.top]);
-    return this.graph.getNodeOnPos(x, y) ?? null;
-  }
-
   bindSidebar() {
     for (const tab of document.querySelectorAll("#sidebar [role=tab]")) {
       tab.addEventListener("click", () => {
@@ -818,11 +587,4 @@ export class App {
       });
     }
   }
-}
-
-/** "sub/dir/name.png [input]" -> ["sub/dir", "name.png"]. */
-function splitAnnotated(value) {
-  const clean = String(value).replace(/\s*\[(input|output|temp)\]$/, "");
-  const slash = clean.lastIndexOf("/");
-  return slash < 0 ? ["", clean] : [clean.slice(0, slash), clean.slice(slash + 1)];
 }

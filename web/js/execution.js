@@ -3,7 +3,7 @@
 // they concern. Fed by the websocket events and by the answer of POST /prompt.
 
 import { LiteGraph } from "../vendor/litegraph/litegraph.es.js";
-import { toast } from "./ui.js";
+import { el, toast } from "./ui.js";
 import { wrapLines } from "./widgets.js";
 
 const EXECUTING_COLOR = "#3c3";
@@ -122,7 +122,7 @@ export class ExecutionView {
     if (this.previewUrl) URL.revokeObjectURL(this.previewUrl);
     this.previewUrl = URL.createObjectURL(blob);
     const node = this.node(metadata?.display_node_id ?? metadata?.node_id ?? this.executing);
-    if (node) this.app.setNodeImages(node, [this.previewUrl], { preview: true });
+    if (node) this.app.images.set(node, [this.previewUrl], { preview: true });
     this.app.showLivePreview(this.previewUrl);
   }
 
@@ -131,7 +131,7 @@ export class ExecutionView {
     if (!images.length) return;
     this.outputs.set(String(node), images);
     const target = this.node(node);
-    if (target) this.app.setNodeImages(target, images.map((image) => this.api.viewUrl(image)));
+    if (target) this.app.images.set(target, images.map((image) => this.api.viewUrl(image)));
     this.app.queuePanels.addToGallery(images);
   }
 
@@ -213,7 +213,7 @@ export class ExecutionView {
       if (widget.options.upload) {
         ctx.fillStyle = "#e88";
         ctx.font = "12px Arial";
-        ctx.fillText(`not found on the server: ${widget.value}`, 15, this.app.contentBottom(node) + 16,
+        ctx.fillText(`not found on the server: ${widget.value}`, 15, this.app.images.contentBottom(node) + 16,
           node.size[0] - 30);
       }
       ctx.restore();
@@ -245,5 +245,35 @@ export class ExecutionView {
     ctx.fillStyle = "#fdd";
     lines.forEach((line, i) => ctx.fillText(line, 8, top + 17 + i * 16));
     ctx.restore();
+  }
+}
+
+/** The list of validation or execution errors under the toolbar, each one jumping to its node. */
+export class ErrorPanel {
+  constructor(app, element) {
+    this.app = app;
+    this.element = element;
+  }
+
+  clear() {
+    this.element.hidden = true;
+    this.element.replaceChildren();
+  }
+
+  show(title, lines, details = "") {
+    const items = lines.map(({ id, label, text }) => el("li", {}, [
+      id != null
+        ? el("button.link", { onclick: () => this.app.focusNode(id), title: "Show this node" }, [label])
+        : el("strong", { text: label }),
+      el("span", { text: ` ${text}` }),
+    ]));
+    const parts = [
+      el("header", {}, [el("strong", { text: title }),
+        el("button.close", { title: "Dismiss", onclick: () => this.clear() }, ["×"])]),
+      el("ul", {}, items),
+    ];
+    if (details) parts.push(el("details", {}, [el("summary", { text: "Traceback" }), el("pre", { text: details })]));
+    this.element.replaceChildren(...parts);
+    this.element.hidden = false;
   }
 }

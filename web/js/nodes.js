@@ -54,8 +54,7 @@ function buildNode(node, def, hooks) {
 
 /** Move the node's input slots into schema order, adding missing ones and keeping links valid. */
 function reconcileInputs(node) {
-  const wanted = node.constructor.slotTemplate;
-  if (!wanted) return;
+  if (typeof node.constructor.freshInputs !== "function") return;
   const current = node.inputs ?? [];
   const byName = new Map(current.map((slot) => [slot.widget?.name ?? slot.name, slot]));
   const fresh = node.constructor.freshInputs();
@@ -205,16 +204,7 @@ function makeNodeClass(classType, def, hooks) {
     getExtraMenuOptions(canvas, options) {
       return hooks.extraMenuOptions?.(this, options);
     }
-
-    onDragOver(event) {
-      return hooks.acceptsFile?.(this, event) ?? false;
-    }
-
-    onDragDrop(event) {
-      return hooks.dropFile?.(this, event) ?? false;
-    }
   }
-  ServerNode.slotTemplate = true;
   ServerNode.prototype.isServerNode = true;
   Object.defineProperty(ServerNode, "name", { value: `${classType.replace(/\W/g, "_")}Node` });
   return ServerNode;
