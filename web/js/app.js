@@ -50,7 +50,8 @@ export class App {
     const saved = sessionStorage.getItem(SESSION_KEY);
     if (saved) {
       try {
-        this.loadUiWorkflow(JSON.parse(saved), "restored session");
+        const { name, workflow } = JSON.parse(saved);
+        this.loadUiWorkflow(workflow, name);
       } catch (error) {
         console.warn("could not restore the last session:", error.message);
         this.loadDefault();
@@ -100,6 +101,7 @@ export class App {
       for (const node of this.graph.nodes) node.onGraphConfigured?.();
     };
     element.addEventListener("pointerup", () => this.tracker.checkSoon());
+    element.addEventListener("wheel", () => this.closeTextEditor?.(), { passive: true });
     document.addEventListener("keyup", (e) => {
       if (!this.isTyping(e)) this.tracker.checkSoon();
     });
@@ -393,7 +395,7 @@ export class App {
 
   onModified() {
     try {
-      sessionStorage.setItem(SESSION_KEY, JSON.stringify(serializeGraph(this.graph)));
+      sessionStorage.setItem(SESSION_KEY, JSON.stringify({ name: this.workflowName, workflow: serializeGraph(this.graph) }));
     } catch {
       // storage full or disabled: the session is simply not restored
     }

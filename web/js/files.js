@@ -36,6 +36,7 @@ export class WorkflowFiles {
     const filename = name.endsWith(".json") ? name : `${name}.json`;
     downloadJson(serializeGraph(this.app.graph), filename);
     this.app.setWorkflowName(filename.replace(/\.json$/, ""));
+    this.app.onModified(); // the session remembers the new name
   }
 
   /** Download the API-format prompt the server makes of this workflow. */
