@@ -148,7 +148,8 @@ def run_server(argv: list[str]) -> int:
     if options.quick_test_for_ci:
         print(f"diffloom: {len(registry)} node types loaded; quick test done", flush=True)
         return 0
-    app = create_app(options, registry, folders, runtime=runtime)
+    # With --devices or --ray-address every worker builds its own nodes and models the same way.
+    app = create_app(options, registry, folders, runtime=runtime, worker_setup="server:build_runtime")
     if not options.skip_builtin_nodes:
         from nodes.compat.server import attach_plugins  # noqa: PLC0415 - binds comfy's interrupt (torch)
 

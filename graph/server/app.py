@@ -31,6 +31,7 @@ from .security import cache_control_middleware, cors_middleware, origin_middlewa
 from .state import STATE, BadRequest, ServerState, error_response
 from .websocket import ClientHub
 from .worker import PromptWorker
+from .workers import WorkerPool, build_pool, wants_pool
 
 log = logging.getLogger("diffloom.server")
 
@@ -107,8 +108,12 @@ def _index_handler(web_root: Path) -> Callable[[web.Request], Awaitable[web.Stre
 
 def create_app(options: ServerOptions, registry: NodeRegistry, folders: Folders, *,
                runtime: ServerRuntime | None = None, executor: Executor | None = None,
-               store: PromptStore | None = None, worker_id: str = "local") -> web.Application:
+               store: PromptStore | None = None, worker_id: str = "local",
+               worker_setup: str | None = None) -> web.Application:
     """The diffloom app: routes, websocket, durable queue and a worker thread (started with the app).
+
+    With --devices or --ray-address in the options, a pool of worker processes or Ray actors runs
+    the prompts instead; each builds its nodes and models with `worker_setup` ('module:function').
 
     More routes (plugins') may be added until the app starts: the editor's files are served only
     for paths no route claims, so a late route is never shadowed by the web root.
@@ -121,8 +126,12 @@ def create_app(options: ServerOptions, registry: NodeRegistry, folders: Folders,
         executor.oom_hooks.append(runtime.on_out_of_memory)
     store = store or PromptStore(options.database_path, max_history=options.history_max)
     hub = ClientHub(server_features=server_features(options.max_upload_size))
-    worker = PromptWorker(store, executor, hub, worker_id=worker_id, preview_size=options.preview_size,
-                          free_models=runtime.free_models)
+    worker: PromptWorker | WorkerPool
+    if wants_pool(options):
+        worker = build_pool(options, store, hub, worker_setup)
+    else:
+        worker = PromptWorker(store, executor, hub, worker_id=worker_id, preview_size=options.preview_size,
+                              free_models=runtime.free_models)
     hub.queue_remaining = store.queue_remaining
     hub.now_executing = worker.now_executing
 
@@ -168,7 +177,7 @@ async def _worker_context(app: web.Application) -> AsyncIterator[None]:
     pending = state.store.queue_remaining()
     if pending:
         log.info("%d prompt(s) waiting in the queue from before", pending)
-    state.worker.start()
+    await asyncio.to_thread(state.worker.start)  # a pool on Ray joins the cluster first (seconds)
     try:
         yield
     finally:

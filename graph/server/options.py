@@ -19,6 +19,8 @@ CacheMode = Literal["lru", "classic", "none"]
 PREVIEW_METHODS = ("none", "auto", "latent2rgb", "taesd")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TOKEN_ENV = "DIFFLOOM_AUTH_TOKEN"
+RAY_ADDRESS_ENV = "DIFFLOOM_RAY_ADDRESS"
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
 DEFAULT_CACHE_BYTES = 2 << 30
 MB = 1024 * 1024
 
@@ -55,6 +57,12 @@ class ServerOptions:
     requeue_on_crash: bool = False
     extra_nodes: list[str] = field(default_factory=list)
     skip_builtin_nodes: bool = False
+    # Scale-out (graph/server/workers): worker processes on this machine, or Ray actors.
+    devices: list[str] = field(default_factory=list)
+    ray_address: str | None = None
+    ray_workers: int | None = None
+    ray_gpus_per_worker: float | None = None
+    ray_cpus_per_worker: float = 1.0
 
     @property
     def output_dir(self) -> Path:
@@ -139,6 +147,27 @@ def _port(text: str) -> int:
     return value
 
 
+def _devices(text: str) -> list[str]:
+    """'cuda:0,cuda:1' or 'cpu,cpu': one worker process per entry."""
+    devices = [d.strip().lower() for d in text.split(",") if d.strip()]
+    if not devices:
+        raise argparse.ArgumentTypeError("--devices needs at least one device, like cuda:0,cuda:1 or cpu,cpu")
+    for device in devices:
+        if not DEVICE_PATTERN.match(device):
+            raise argparse.ArgumentTypeError(f"device {device!r} must be cpu, mps, cuda, cuda:N or xpu:N")
+    return devices
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
 def _upload_mb(text: str) -> float:
     try:
         value = float(text)
@@ -219,6 +248,20 @@ def build_parser(prog: str = "server.py") -> argparse.ArgumentParser:
                           "marking it interrupted")
     run.add_argument("--disable-all-custom-nodes", action="store_true", help="load no plugin from custom_nodes/")
     run.add_argument("--disable-metadata", action="store_true", help="write no workflow into saved images")
+    scale = p.add_argument_group("scale-out (docs/scale-out.md)")
+    where = scale.add_mutually_exclusive_group()
+    where.add_argument("--devices", type=_devices, default=None, metavar="LIST",
+                       help="one worker process per device on this machine, comma-separated: cuda:0,cuda:1 "
+                            "(or cpu,cpu); prompts from the one queue run on them in parallel")
+    where.add_argument("--ray-address", default=None, metavar="ADDR",
+                       help="run the workers as Ray actors on the Ray cluster at ADDR ('auto' for the cluster "
+                            f"this machine belongs to, 'local' to start one here; or set {RAY_ADDRESS_ENV})")
+    scale.add_argument("--ray-workers", type=_positive_int, default=None, metavar="N",
+                       help="Ray actors to run (default: one per GPU of the cluster, 1 without GPUs)")
+    scale.add_argument("--ray-gpus-per-worker", type=_share, default=None, metavar="N",
+                       help="GPUs each actor reserves (default 1 on a cluster with GPUs, else 0: CPU actors)")
+    scale.add_argument("--ray-cpus-per-worker", type=_share, default=1.0, metavar="N",
+                       help="CPUs each actor reserves (default 1)")
     # For tests of the server itself: load only --extra-nodes (no built-in nodes, no torch).
     run.add_argument("--extra-nodes", action="append", default=[], metavar="MODULE", help=argparse.SUPPRESS)
     run.add_argument("--skip-builtin-nodes", action="store_true", help=argparse.SUPPRESS)
@@ -249,9 +292,16 @@ def options_from_namespace(ns: argparse.Namespace, default_base: Path | None = N
         front_end_root=ns.front_end_root, verbose=ns.verbose, quick_test_for_ci=ns.quick_test_for_ci,
         auth_token=ns.auth_token or os.environ.get(TOKEN_ENV) or None, history_max=ns.history_max,
         requeue_on_crash=ns.requeue_on_crash, extra_nodes=list(ns.extra_nodes),
-        skip_builtin_nodes=ns.skip_builtin_nodes)
+        skip_builtin_nodes=ns.skip_builtin_nodes, devices=list(ns.devices or []),
+        ray_address=None if ns.devices else (ns.ray_address or os.environ.get(RAY_ADDRESS_ENV) or None),
+        ray_workers=ns.ray_workers, ray_gpus_per_worker=ns.ray_gpus_per_worker,
+        ray_cpus_per_worker=ns.ray_cpus_per_worker)
 
 
 def parse_server_args(argv: Sequence[str], default_base: Path | None = None) -> ServerOptions:
     """Parse `python server.py` flags (exits with a clear message on unknown or bad flags)."""
-    return options_from_namespace(build_parser().parse_args(list(argv)), default_base)
+    parser = build_parser()
+    ns = parser.parse_args(list(argv))
+    if ns.cpu and ns.devices and any(d != "cpu" for d in ns.devices):
+        parser.error(f"--cpu computes on the CPU only, but --devices lists {','.join(ns.devices)}; drop one of the two")
+    return options_from_namespace(ns, default_base)

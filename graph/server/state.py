@@ -16,6 +16,7 @@ from .options import ServerOptions
 from .runtime import ServerRuntime
 from .websocket import ClientHub
 from .worker import PromptWorker
+from .workers import WorkerPool
 
 
 @dataclass
@@ -27,7 +28,7 @@ class ServerState:
     executor: Executor
     store: PromptStore
     hub: ClientHub
-    worker: PromptWorker
+    worker: PromptWorker | WorkerPool
     folders: Folders
     runtime: ServerRuntime
     started_at: float = field(default_factory=time.time)

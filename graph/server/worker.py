@@ -186,69 +186,88 @@ class PromptWorker:
             if self._current is not item or self._interrupt is None:
                 self._current, self._current_node, self._interrupt = item, None, Interrupt()
             flag = self._interrupt
-        events = _EventForwarder(self, item.prompt_id, sid)
+        events = EventForwarder(self.hub, item.prompt_id, sid, preview_size=self.preview_size, on_node=self._set_node)
         extra_data = {**self.default_extra_data, **item.execution_extra_data}
         started = time.perf_counter()
         try:
             result = self.executor.execute(item.prompt, item.prompt_id, targets=item.outputs_to_execute or None,
                                            extra_data=extra_data, emit=events.emit, interrupt=flag)
         except BaseException as exc:  # noqa: BLE001 - an engine bug fails this prompt, not the server
-            result = self._crashed(item, exc, events)
+            log.exception("worker %s: the executor failed on prompt %s", self.worker_id, item.prompt_id)
+            result = crashed_result(item.prompt_id, events.node, exc, events.emit)
         if result.status == "invalid":
-            self._report_invalid(item, result, events)
-        try:
-            self.store.finish(item.prompt_id, _STATUS_OF.get(result.status, ERROR), outputs=result.outputs,
-                              messages=[list(m) for m in result.messages], error=result.error if
-                              result.status != "success" else None, meta=events.meta)
-        except PromptStoreError as exc:
-            log.error("worker %s: could not record prompt %s: %s", self.worker_id, item.prompt_id, exc)
+            report_invalid(result, events.emit)
         with self._lock:
             self._current, self._current_node, self._interrupt = None, None, None
         self.prompts_run += 1
-        self.hub.call_threadsafe(self.hub.send_status)
-        self.hub.call_threadsafe(self.hub.send, "executing", {"node": None, "prompt_id": item.prompt_id}, sid)
+        record_finish(self.store, self.hub, item, result.status, outputs=result.outputs,
+                      messages=[list(m) for m in result.messages], error=result.error, meta=events.meta,
+                      worker_id=self.worker_id)
         log.info("Prompt %s %s in %.2f seconds", item.prompt_id, result.status, time.perf_counter() - started)
         self._maybe_collect()
         return result
-
-    def _crashed(self, item: QueueItem, exc: BaseException, events: _EventForwarder) -> ExecutionResult:
-        log.exception("worker %s: the executor failed on prompt %s", self.worker_id, item.prompt_id)
-        data = {"prompt_id": item.prompt_id, "node_id": events.node, "node_type": None, "executed": [],
-                "exception_message": f"internal error in the executor: {type(exc).__name__}: {exc}",
-                "exception_type": f"{type(exc).__module__}.{type(exc).__name__}".removeprefix("builtins."),
-                "traceback": traceback.format_exception(exc), "current_inputs": {}, "current_outputs": [],
-                "timestamp": _now_ms()}
-        events.emit("execution_error", data)
-        return ExecutionResult(item.prompt_id, "error", error=data, messages=[("execution_error", data)])
-
-    def _report_invalid(self, item: QueueItem, result: ExecutionResult, events: _EventForwarder) -> None:
-        """The prompt was valid when queued but not now (a model file removed): tell the client why."""
-        outcome = result.validation
-        node_errors = outcome.node_errors_json() if outcome is not None else {}
-        first = next(iter(node_errors), None)
-        data = {"prompt_id": item.prompt_id, "node_id": first,
-                "node_type": node_errors[first]["class_type"] if first else None, "executed": [],
-                "exception_message": "the prompt no longer passes validation:\n" +
-                                     "\n".join(outcome.messages() if outcome is not None else []),
-                "exception_type": "ValidationError", "traceback": [], "current_inputs": {},
-                "current_outputs": [], "timestamp": _now_ms(), "node_errors": node_errors}
-        events.emit("execution_error", data)
-        result.error = data
-        result.messages.append(("execution_error", data))
 
     def _set_node(self, node: str | None) -> None:
         with self._lock:
             self._current_node = node
 
 
-class _EventForwarder:
-    """The `emit` of one prompt: routes events to the loop and keeps what the history needs."""
+def crashed_result(prompt_id: str, node: str | None, exc: BaseException,
+                   emit: Callable[[str, dict[str, Any]], None]) -> ExecutionResult:
+    """The result of a prompt whose executor raised: an execution_error naming the exception, sent with emit."""
+    data = {"prompt_id": prompt_id, "node_id": node, "node_type": None, "executed": [],
+            "exception_message": f"internal error in the executor: {type(exc).__name__}: {exc}",
+            "exception_type": f"{type(exc).__module__}.{type(exc).__name__}".removeprefix("builtins."),
+            "traceback": traceback.format_exception(exc), "current_inputs": {}, "current_outputs": [],
+            "timestamp": _now_ms()}
+    emit("execution_error", data)
+    return ExecutionResult(prompt_id, "error", error=data, messages=[("execution_error", data)])
 
-    def __init__(self, worker: PromptWorker, prompt_id: str, sid: str | None) -> None:
-        self.worker = worker
-        self.hub = worker.hub
+
+def report_invalid(result: ExecutionResult, emit: Callable[[str, dict[str, Any]], None]) -> None:
+    """The prompt was valid when queued but not now (a model file removed): tell the client why."""
+    outcome = result.validation
+    node_errors = outcome.node_errors_json() if outcome is not None else {}
+    first = next(iter(node_errors), None)
+    data = {"prompt_id": result.prompt_id, "node_id": first,
+            "node_type": node_errors[first]["class_type"] if first else None, "executed": [],
+            "exception_message": "the prompt no longer passes validation:\n" +
+                                 "\n".join(outcome.messages() if outcome is not None else []),
+            "exception_type": "ValidationError", "traceback": [], "current_inputs": {},
+            "current_outputs": [], "timestamp": _now_ms(), "node_errors": node_errors}
+    emit("execution_error", data)
+    result.error = data
+    result.messages.append(("execution_error", data))
+
+
+def record_finish(store: PromptStore, hub: ClientHub, item: QueueItem, status: str, *,
+                  outputs: dict[str, Any], messages: list[list[Any]], error: dict[str, Any] | None,
+                  meta: dict[str, Any], worker_id: str) -> None:
+    """Write a finished prompt to the history, then tell clients (`status`, `executing {node: null}`)."""
+    try:
+        store.finish(item.prompt_id, _STATUS_OF.get(status, ERROR), outputs=outputs, messages=messages,
+                     error=error if status != "success" else None, meta=meta)
+    except PromptStoreError as exc:
+        log.error("worker %s: could not record prompt %s: %s", worker_id, item.prompt_id, exc)
+    sid = item.extra_data.get("client_id") or None
+    hub.call_threadsafe(hub.send_status)
+    hub.call_threadsafe(hub.send, "executing", {"node": None, "prompt_id": item.prompt_id}, sid)
+
+
+class EventForwarder:
+    """The `emit` of one prompt: routes events to the loop and keeps what the history needs.
+
+    Used on the thread that runs the prompt, or on the thread that receives a worker process's or
+    Ray actor's events (their previews arrive already encoded, as bytes).
+    """
+
+    def __init__(self, hub: ClientHub, prompt_id: str, sid: str | None, *, preview_size: int = 512,
+                 on_node: Callable[[str | None], None] | None = None) -> None:
+        self.hub = hub
         self.prompt_id = prompt_id
         self.sid = sid
+        self.preview_size = preview_size
+        self.on_node = on_node
         self.node: str | None = None
         self.meta: dict[str, Any] = {}
         self.states: dict[str, dict[str, Any]] = {}
@@ -286,7 +305,8 @@ class _EventForwarder:
         if self.node is not None and self.node in self.states and self.states[self.node].get("state") == "running":
             self.states[self.node]["state"] = "finished"
         self.node = None if node is None else str(node)
-        self.worker._set_node(self.node)
+        if self.on_node is not None:
+            self.on_node(self.node)
         if self.node is not None:
             self.states[self.node] = {"value": 0, "max": 1, "state": "running"}
             self._send_progress_state()
@@ -300,7 +320,7 @@ class _EventForwarder:
                                  self.sid)
 
     def _preview(self, data: dict[str, Any]) -> None:
-        image, mime = encode_preview(data["image"], self.worker.preview_size)
+        image, mime = encode_preview(data["image"], self.preview_size)
         node = str(data.get("node_id") or self.node or "")
         metadata = {"node_id": node, "prompt_id": self.prompt_id,
                     "display_node_id": str(data.get("display_node_id") or node),
