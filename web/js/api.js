@@ -127,10 +127,6 @@ export class Api extends EventTarget {
     return this.request(`/history?max_items=${maxItems}`);
   }
 
-  deleteHistory(promptIds) {
-    return this.request("/history", { method: "POST", json: { delete: promptIds } });
-  }
-
   listWorkflows() {
     return this.request("/workflows");
   }
@@ -183,12 +179,6 @@ export class Api extends EventTarget {
       setTimeout(() => this.connect(), this._reconnectDelay);
       this._reconnectDelay = Math.min(this._reconnectDelay * 2, 8000);
     });
-  }
-
-  close() {
-    const socket = this.socket;
-    this.socket = null;
-    socket?.close();
   }
 
   _onMessage(event) {

@@ -122,7 +122,7 @@ export class ExecutionView {
     if (this.previewUrl) URL.revokeObjectURL(this.previewUrl);
     this.previewUrl = URL.createObjectURL(blob);
     const node = this.node(metadata?.display_node_id ?? metadata?.node_id ?? this.executing);
-    if (node) this.app.images.set(node, [this.previewUrl], { preview: true });
+    if (node) this.app.images.set(node, [this.previewUrl]);
     this.app.showLivePreview(this.previewUrl);
   }
 

@@ -35,9 +35,8 @@ export class NodeImages {
   }
 
   /** Show `urls` in the node's image area, growing the node to fit. */
-  set(node, urls, { preview = false } = {}) {
+  set(node, urls) {
     node.imageUrls = urls;
-    node.imageIsPreview = preview;
     for (const url of urls) this.imageFor(url);
     const top = this.contentBottom(node);
     if (node.size[1] < top + IMAGE_AREA * 0.75 || node.size[0] < IMAGE_AREA) {

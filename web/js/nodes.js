@@ -215,7 +215,6 @@ class NoteNode extends LGraphNode {
   constructor(title) {
     super(title);
     this.serialize_widgets = true;
-    this.isVirtualNode = true;
     this.color = "#432";
     this.bgcolor = "#653";
   }
@@ -225,7 +224,6 @@ class RerouteNode extends LGraphNode {
   static title = "Reroute";
   constructor(title) {
     super(title);
-    this.isVirtualNode = true;
     this.addInput("", "*");
     this.addOutput("", "*");
     this.size = [75, 26];
@@ -244,7 +242,6 @@ function makePrimitiveNode(hooks) {
 
     constructor(title) {
       super(title);
-      this.isVirtualNode = true;
       this.serialize_widgets = true;
       this.addOutput("connect to widget input", "*");
       this.size = [240, 46];
