@@ -6,6 +6,7 @@ if none remain the prompt is refused (HTTP 400 with `error` and `node_errors`).
 """
 from __future__ import annotations
 
+import heapq
 import math
 import traceback
 from collections.abc import Iterable, Mapping
@@ -19,6 +20,10 @@ from .nodedef import NodeDef
 from .registry import NodeRegistry
 from .schema import WIDGET_TYPES, InputSpec, types_match
 from .workflow import Link, PromptNode, node_title, parse_input
+
+# A cycle's message names this many of its members; a node lists at most this many outputs it spoils.
+MAX_LISTED = 20
+MAX_DEPENDENT_OUTPUTS = 100
 
 # ComfyUI's short messages per error type; our `details` carries the full sentence.
 MESSAGES = {
@@ -351,24 +356,60 @@ def validate_prompt(data: Any, registry: NodeRegistry, targets: Iterable[str] | 
     for component in nx.strongly_connected_components(graph):
         if len(component) > 1:
             members = sorted(component, key=_natural)
+            # Name a few members, not all: a message per member listing every member grows as n^2.
+            more = len(members) - MAX_LISTED
+            shown = f"{members[:MAX_LISTED]}" + (f" and {more} more" if more > 0 else "")
             for node_id in members:
                 validator.add(nodes[node_id], "dependency_cycle",
-                              f"is part of a dependency cycle through nodes {members}")
+                              f"is part of a dependency cycle through nodes {shown}", cycle_size=len(members))
 
-    dependents: dict[str, list[str]] = {}
-    good: list[str] = []
-    for out in outputs:
-        closure = upstream_closure(nodes, [out])
-        bad = [n for n in closure if n in validator.errors]
-        for node_id in bad:
-            dependents.setdefault(node_id, []).append(out)
-        if not bad:
-            good.append(out)
+    good, dependents = _split_outputs(graph, outputs, set(validator.errors))
     outcome = ValidationOutcome(nodes, good, validator.errors, None, dependents)
     if not good:
         outcome.error = _top_error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
                                    "\n".join(outcome.messages()))
     return outcome
+
+
+def _split_outputs(graph: nx.DiGraph, outputs: list[str], bad: set[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The outputs with no error upstream, and for each node with errors the outputs it spoils.
+
+    One pass over the graph's condensation (cycles become single nodes), so that thousands of outputs
+    sharing a long chain cost linear time, not a closure walk per output.
+    """
+    condensed = nx.condensation(graph)
+    component = condensed.graph["mapping"]
+    order = list(nx.topological_sort(condensed))
+    tainted: set[int] = set()
+    for comp in order:
+        members = condensed.nodes[comp]["members"]
+        if not members.isdisjoint(bad) or any(p in tainted for p in condensed.predecessors(comp)):
+            tainted.add(comp)
+    good = [out for out in outputs if component[out] not in tainted]
+    if not bad:
+        return good, {}
+    position = {out: i for i, out in enumerate(outputs)}
+    own: dict[int, list[str]] = {}
+    for out in outputs:
+        own.setdefault(component[out], []).append(out)
+    # Outputs downstream of each tainted component; a component with one successor and no outputs
+    # of its own shares its successor's set, so chains cost nothing extra.
+    downstream: dict[int, frozenset[str]] = {}
+    for comp in reversed(order):
+        if comp not in tainted:
+            continue
+        successors = [downstream[s] for s in condensed.successors(comp)]
+        mine = own.get(comp, [])
+        if not mine and len(successors) == 1:
+            downstream[comp] = successors[0]
+        else:
+            downstream[comp] = frozenset(mine).union(*successors)
+    dependents: dict[str, list[str]] = {}
+    for node_id in bad:
+        if node_id in component:
+            spoiled = downstream[component[node_id]]
+            dependents[node_id] = heapq.nsmallest(MAX_DEPENDENT_OUTPUTS, spoiled, key=position.__getitem__)
+    return good, dependents
 
 
 def _natural(node_id: str) -> tuple[int, int | str]:
