@@ -333,7 +333,7 @@ function registerEditorNodes(hooks) {
         applyWidgetValues(this, info.widgets_values);
       }
       onSerialize(o) {
-        o.widgets_values = [this.widgets[0].value];
+        o.widgets_values = widgetValuesOf(this);
         tidySerialized(o);
       }
     };
