@@ -166,7 +166,7 @@ def depth_concat(depth: torch.Tensor, *, downscale: int = LATENT_DOWNSCALE) -> t
     if not isinstance(depth, torch.Tensor) or depth.ndim not in (3, 4):
         shape = tuple(depth.shape) if isinstance(depth, torch.Tensor) else type(depth).__name__
         raise ValueError(f"input 'depth_map' has shape {shape}, must be an IMAGE [B,H,W,C]")
-    maps = depth.float().mean(dim=-1) if depth.ndim == 4 else depth.float()
+    maps = depth[..., :3].float().mean(dim=-1) if depth.ndim == 4 else depth.float()
     height, width = maps.shape[-2] // downscale, maps.shape[-1] // downscale
     if height == 0 or width == 0:
         raise ValueError(f"input 'depth_map' is {maps.shape[-1]}x{maps.shape[-2]} pixels, smaller than one latent "

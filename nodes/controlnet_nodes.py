@@ -54,7 +54,7 @@ def load_controlnet(path: str, *, name: str = "", model: ModelWrapper | None = N
     from .models.controlnet_format import load_controlnet_file  # noqa: PLC0415
 
     st = os.stat(path)
-    base_key = (id(model.slot), model.patch_id) if model is not None else None
+    base_key = (model.slot.name, id(model.slot), model.patch_id) if model is not None else None
     key = (os.path.realpath(path), st.st_mtime_ns, st.st_size, base_key)
     with _load_lock:
         found = _loaded.get(key)
