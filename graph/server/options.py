@@ -24,6 +24,9 @@ DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
 DEFAULT_CACHE_BYTES = 2 << 30
 MB = 1024 * 1024
 
+# The application's own files (the editor, the ready workflows), wherever the data lives.
+APP_ROOT = Path(__file__).resolve().parents[2]
+
 
 @dataclass
 class ServerOptions:
@@ -92,11 +95,11 @@ class ServerOptions:
     @property
     def workflows_dir(self) -> Path:
         """The ready workflows the editor lists (GET /workflows)."""
-        return Path(self.workflows_directory or self.base_directory / "workflows")
+        return Path(self.workflows_directory or APP_ROOT / "workflows")
 
     @property
     def web_root(self) -> Path:
-        return Path(self.front_end_root or self.base_directory / "web")
+        return Path(self.front_end_root or APP_ROOT / "web")
 
     def listens_on_loopback_only(self) -> bool:
         return all(is_loopback_host(host) for host in self.listen)
@@ -224,7 +227,7 @@ def build_parser(prog: str = "server.py") -> argparse.ArgumentParser:
     dirs.add_argument("--database", type=Path, default=None, metavar="FILE",
                       help="the SQLite file of the queue and history (default <user dir>/diffloom.db)")
     dirs.add_argument("--workflows-directory", type=Path, default=None, metavar="DIR",
-                      help="the ready workflows the editor offers (default <base>/workflows)")
+                      help="the ready workflows the editor offers (default: diffloom's workflows/)")
     dirs.add_argument("--front-end-root", type=Path, default=None, metavar="DIR",
                       help="serve the editor from DIR instead of web/")
     run = p.add_argument_group("execution")
