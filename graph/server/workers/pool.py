@@ -36,6 +36,8 @@ START_TIMEOUT_SECONDS = 300.0
 RESTART_DELAY_MIN = 1.0
 RESTART_DELAY_MAX = 60.0
 DEFAULT_MAX_RETRIES = 1
+# An idle worker is asked this often whether it still lives, so a dead one restarts before it gets a prompt.
+HEALTH_CHECK_SECONDS = 5.0
 
 
 def _now_ms() -> int:
@@ -47,7 +49,7 @@ class WorkerSlot:
     """One worker as the pool sees it: its backend, its state, the prompt it runs, the models it holds."""
 
     backend: WorkerBackend
-    state: str = "starting"  # starting | ready | busy | restarting | failed | stopping | stopped
+    state: str = "starting"  # starting | ready | checking (alive?) | busy | restarting | failed | stopping | stopped
     item: QueueItem | None = None
     node: str | None = None
     interrupt_requested: bool = False
@@ -233,8 +235,10 @@ class WorkerPool:
                 with self._cond:
                     idle = self._idle()
                     for slot in list(idle):
+                        # With one idle worker every prompt is its own: the plain claim reads one row, not all.
+                        accept = None if len(idle) == 1 else (lambda it, s=slot: self._best(it, idle) is s)
                         try:
-                            item = self.store.claim(slot.worker_id, accept=lambda it, s=slot: self._best(it, idle) is s)
+                            item = self.store.claim(slot.worker_id, accept=accept)
                         except PromptStoreError as exc:
                             if not (self.store.closed or self._stop.is_set()):
                                 log.error("dispatch: prompt store error: %s", exc)
@@ -315,13 +319,28 @@ class WorkerPool:
     def _serve(self, slot: WorkerSlot) -> None:
         """Run what the dispatcher hands this worker until the pool stops; WorkerLost when it dies."""
         self.dispatch()
+        checked = time.monotonic()
         while True:
             with self._cond:
                 while slot.item is None and slot.free_request is None and not self._stop.is_set():
+                    if time.monotonic() - checked > HEALTH_CHECK_SECONDS:
+                        break
                     self._cond.wait(1.0)
                 if self._stop.is_set() and slot.item is None:
                     return
                 item, free, slot.free_request = slot.item, slot.free_request, None
+                if item is None and free is None:
+                    slot.state = "checking"  # not handed prompts while it is asked
+            if item is None and free is None:
+                alive = slot.backend.alive()
+                checked = time.monotonic()
+                with self._cond:
+                    if slot.state == "checking":
+                        slot.state = "ready"
+                        self._cond.notify_all()
+                if not alive:
+                    raise WorkerLost(f"worker {slot.worker_id} ({slot.where()}) died while idle")
+                continue
             if free is not None:
                 info = slot.backend.free(free.unload_models, free.free_memory)
                 with self._cond:

@@ -203,6 +203,9 @@ class ProcessWorker:
             elif kind == "lost":
                 raise self._lost()
 
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
     def interrupt(self, prompt_id: str) -> None:
         try:
             self._send(("interrupt", prompt_id))

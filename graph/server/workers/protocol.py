@@ -62,6 +62,10 @@ class WorkerBackend(Protocol):
         """Run a job to its end, calling on_event for each event; WorkerLost if the worker dies meanwhile."""
         ...
 
+    def alive(self) -> bool:
+        """False once the worker is known to be dead (asked now and then while it is idle)."""
+        ...
+
     def interrupt(self, prompt_id: str) -> None:
         """Ask the worker to stop prompt_id at its next node or progress step (no answer awaited)."""
         ...

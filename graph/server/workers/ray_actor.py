@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[3]
 # Calls an actor serves at once: one prompt, plus interrupts, frees and info while it runs.
 ACTOR_CONCURRENCY = 4
 FREE_TIMEOUT_SECONDS = 120.0
+PING_TIMEOUT_SECONDS = 30.0
 # Passed from the server's environment to every actor (the rest of a node's environment is its own).
 PASSED_ENV_PREFIXES = ("GOMP_", "OMP_", "MKL_", "HF_", "TRANSFORMERS_", "DIFFUSERS_", "PYTORCH_")
 PASSED_ENV_EXCLUDED = frozenset({"HF_TOKEN"})
@@ -186,6 +187,19 @@ class RayWorker:
             raise WorkerLost(f"Ray actor {self.worker_id} failed while running prompt {job.prompt_id}: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
         raise WorkerLost(f"Ray actor {self.worker_id} ended prompt {job.prompt_id} without a result")
+
+    def alive(self) -> bool:
+        """Ask the actor (an idle actor's death is noticed here, not when it is handed a prompt)."""
+        ray = import_ray()
+        if self._actor is None:
+            return False
+        try:
+            ray.get(self._actor.pid.remote(), timeout=PING_TIMEOUT_SECONDS)
+        except ray.exceptions.GetTimeoutError:
+            return True  # busy or slow node: not proof of death
+        except ray.exceptions.RayError:
+            return False
+        return True
 
     def interrupt(self, prompt_id: str) -> None:
         if self._actor is not None:

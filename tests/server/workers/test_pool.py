@@ -125,3 +125,19 @@ def test_free_reaches_every_worker(pool_server: ServerProcess) -> None:
     assert any(w["cache"]["entries"] for w in workers(pool_server))
     assert pool_server.post("/free", {"free_memory": True, "unload_models": True}).status == 200
     wait_until(lambda: all(w["cache"]["entries"] == 0 for w in workers(pool_server)), what="every worker's cache empty")
+
+
+def test_a_worker_killed_while_idle_comes_back_without_touching_the_queue(pool_server: ServerProcess) -> None:
+    before = {w["worker_id"]: w for w in workers(pool_server)}
+    idle = next(iter(before.values()))
+    os.kill(idle["pid"], signal.SIGKILL)
+    restarts = {w: info["restarts"] for w, info in before.items()}
+    restarts[idle["worker_id"]] += 1
+    back = {w["worker_id"]: w for w in wait_workers_ready(pool_server, restarts=restarts)}
+    assert back[idle["worker_id"]]["pid"] != idle["pid"]
+    assert "died while idle" in pool_server.log()
+    assert pool_server.get("/prompt").json()["exec_info"]["queue_remaining"] == 0
+    pid = pool_server.queue(image_prompt(value=0.95, prefix="after-idle"))
+    entry = pool_server.wait_history(pid)
+    assert entry["status"]["status_str"] == "success"
+    assert [m[0] for m in entry["status"]["messages"]][0] == "execution_start"  # not a retry
