@@ -1,7 +1,7 @@
 """The server's shared state, reached from handlers through one typed app key, and small request helpers."""
 from __future__ import annotations
 
-import json
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +11,7 @@ from aiohttp import web
 from ..executor import Executor
 from ..prompt_store import PromptStore
 from ..registry import NodeRegistry
+from ..untrusted_json import UntrustedJSONError, loads_untrusted
 from .folders import Folders
 from .options import ServerOptions
 from .runtime import ServerRuntime
@@ -35,6 +36,7 @@ class ServerState:
 
 
 STATE = web.AppKey("diffloom_state", ServerState)
+OFF_LOOP_BYTES = 256 * 1024
 
 
 def state_of(request: web.Request) -> ServerState:
@@ -63,8 +65,9 @@ async def json_body(request: web.Request, *, default: Any = None, allow_empty: b
             return default
         raise BadRequest("invalid_json", "the request body is empty; send JSON")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # Parsing megabytes takes long enough to stall every other client: do it off the loop.
+        return loads_untrusted(raw) if len(raw) < OFF_LOOP_BYTES else await asyncio.to_thread(loads_untrusted, raw)
+    except UntrustedJSONError as exc:
         raise BadRequest("invalid_json", f"the request body is not valid JSON: {exc}") from exc
 
 

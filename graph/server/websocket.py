@@ -22,6 +22,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from ..untrusted_json import UntrustedJSONError, loads_untrusted
+
 log = logging.getLogger(__name__)
 
 PREVIEW_IMAGE = 1
@@ -176,9 +178,9 @@ class ClientHub:
 
     def _on_message(self, client: Client, text: str) -> None:
         try:
-            message = json.loads(text)
-        except ValueError:
-            log.debug("websocket %s: ignoring a message that is not JSON", client.sid)
+            message = loads_untrusted(text)
+        except UntrustedJSONError as exc:
+            log.debug("websocket %s: ignoring a message that is not JSON (%s)", client.sid, exc)
             return
         if not isinstance(message, dict):
             return

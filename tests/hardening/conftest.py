@@ -50,6 +50,17 @@ class Figures:
                 entry[key] = value
 
 
+HEAVY_TIMEOUT = 3600
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The heavier variants run far longer than the suite's per-test timeout.
+    if is_heavy(config):
+        for item in items:
+            if Path(str(item.fspath)).parent == Path(__file__).parent:
+                item.add_marker(pytest.mark.timeout(HEAVY_TIMEOUT))
+
+
 @pytest.fixture(scope="session")
 def heavy(pytestconfig: pytest.Config) -> bool:
     """True when the heavier variants were asked for."""

@@ -18,22 +18,25 @@ HOSTILE_TEXT = ["", " ", "\x00", "a\x00b", "\ud800", "\udcff", "\u202egnp.exe", 
                 "x" * 5000, "NaN", "Infinity", "[\"1\", 0]", "null", "__proto__", "constructor"]
 HOSTILE_NUMBERS = [0, -1, 1, 2**31, 2**53 + 1, 2**63 - 1, 2**63, -2**63 - 1, 2**64, 10**30, -10**30,
                    0.5, -0.0, 1e308, -1e308, 5e-324, float("inf"), float("-inf"), float("nan"), True, False]
+CLEAN_TEXT = [t for t in HOSTILE_TEXT if not any("\ud800" <= c <= "\udfff" for c in t)]
+"""The hostile strings that strict JSON can carry (no lone surrogates)."""
 NODE_IDS = ["1", "2", "3", "4", "5", "6", "7", "10", "0", "-1", "01", "a", "ñ", "1:2", "\u202e", "\ud800", ""]
 VIRTUAL = ["Reroute", "PrimitiveNode", "Note", "MarkdownNote"]
 
 
-def scalars(*, finite_only: bool = False) -> st.SearchStrategy[Any]:
-    """Plain and hostile JSON scalars."""
-    numbers = [n for n in HOSTILE_NUMBERS if not finite_only or not isinstance(n, float) or math.isfinite(n)]
+def scalars(*, json_clean: bool = False) -> st.SearchStrategy[Any]:
+    """Plain and hostile JSON scalars; `json_clean` leaves out what strict JSON cannot carry (NaN, lone surrogates)."""
+    numbers = [n for n in HOSTILE_NUMBERS if not json_clean or not isinstance(n, float) or math.isfinite(n)]
+    texts = CLEAN_TEXT if json_clean else HOSTILE_TEXT
     return st.one_of(st.none(), st.booleans(), st.integers(), st.sampled_from(numbers),
-                     st.floats(allow_nan=not finite_only, allow_infinity=not finite_only),
-                     st.text(max_size=20), st.sampled_from(HOSTILE_TEXT))
+                     st.floats(allow_nan=not json_clean, allow_infinity=not json_clean),
+                     st.text(max_size=20), st.sampled_from(texts))
 
 
-def json_values(max_leaves: int = 12, *, finite_only: bool = False) -> st.SearchStrategy[Any]:
+def json_values(max_leaves: int = 12, *, json_clean: bool = False) -> st.SearchStrategy[Any]:
     """Nested JSON-like values (lists and objects with hostile keys and scalars)."""
-    keys = st.one_of(st.text(max_size=8), st.sampled_from(HOSTILE_TEXT[:18]))
-    return st.recursive(scalars(finite_only=finite_only),
+    keys = st.one_of(st.text(max_size=8), st.sampled_from((CLEAN_TEXT if json_clean else HOSTILE_TEXT)[:18]))
+    return st.recursive(scalars(json_clean=json_clean),
                         lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=4),
                         max_leaves=max_leaves)
 
@@ -58,7 +61,7 @@ def _declared(schema: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     return found
 
 
-def _widget_value(draw: st.DrawFn, kind: Any, options: Mapping[str, Any]) -> Any:
+def _widget_value(draw: st.DrawFn, kind: Any, options: Mapping[str, Any], json_clean: bool = False) -> Any:
     """A value of the input's own type, often at or just beyond its limits."""
     if isinstance(kind, (list, tuple)):
         choices = [c for c in kind if isinstance(c, str)]
@@ -79,8 +82,8 @@ def _widget_value(draw: st.DrawFn, kind: Any, options: Mapping[str, Any]) -> Any
     if kind == "BOOLEAN":
         return draw(st.one_of(st.booleans(), st.sampled_from(["true", "false", 0, 1, "yes"])))
     if kind == "STRING":
-        return draw(st.one_of(st.text(max_size=30), st.sampled_from(HOSTILE_TEXT)))
-    return draw(scalars())
+        return draw(st.one_of(st.text(max_size=30), st.sampled_from(CLEAN_TEXT if json_clean else HOSTILE_TEXT)))
+    return draw(scalars(json_clean=json_clean))
 
 
 def _is_widget(kind: Any) -> bool:
@@ -136,22 +139,23 @@ def _valid_dag(draw: st.DrawFn, info: Mapping[str, Any], ids: list[str]) -> dict
     return prompt
 
 
-def _mutate(draw: st.DrawFn, prompt: dict[str, Any], *, finite_only: bool) -> None:
+def _mutate(draw: st.DrawFn, prompt: dict[str, Any], *, json_clean: bool) -> None:
     """One hostile change to a node of the prompt."""
     if not prompt:
         return
+    texts = CLEAN_TEXT if json_clean else HOSTILE_TEXT
     node_id = draw(st.sampled_from(sorted(prompt)))
     node = prompt[node_id]
     inputs = node.get("inputs") if isinstance(node, dict) else None
     kind = draw(st.integers(0, 7))
     if kind == 0 or not isinstance(inputs, dict) or not inputs:
-        prompt[node_id] = draw(st.one_of(json_values(4, finite_only=finite_only),
-                                         st.fixed_dictionaries({"class_type": st.sampled_from(HOSTILE_TEXT + VIRTUAL),
+        prompt[node_id] = draw(st.one_of(json_values(4, json_clean=json_clean),
+                                         st.fixed_dictionaries({"class_type": st.sampled_from(texts + VIRTUAL),
                                                                 "inputs": st.just(inputs or {})})))
         return
     name = draw(st.sampled_from(sorted(inputs)))
     if kind == 1:
-        inputs[name] = draw(scalars(finite_only=finite_only))
+        inputs[name] = draw(scalars(json_clean=json_clean))
     elif kind == 2:
         inputs[name] = [draw(st.sampled_from([node_id, "missing", "99"] + sorted(prompt))),
                         draw(st.sampled_from([0, 1, -1, 7, 2**63]))]
@@ -165,14 +169,14 @@ def _mutate(draw: st.DrawFn, prompt: dict[str, Any], *, finite_only: bool) -> No
     elif kind == 5:
         inputs[name] = deep(draw(st.integers(50, 300)))
     elif kind == 6:
-        inputs[draw(st.sampled_from(HOSTILE_TEXT[:12]))] = draw(json_values(4, finite_only=finite_only))
+        inputs[draw(st.sampled_from(texts[:12]))] = draw(json_values(4, json_clean=json_clean))
     else:
-        inputs[name] = {"__value__": draw(json_values(4, finite_only=finite_only))}
+        inputs[name] = {"__value__": draw(json_values(4, json_clean=json_clean))}
 
 
 @st.composite
 def api_prompts(draw: st.DrawFn, info: Mapping[str, Any], *, max_nodes: int = 8,
-                finite_only: bool = False) -> dict[str, Any]:
+                json_clean: bool = False) -> dict[str, Any]:
     """An API-format prompt over the classes of `info`: valid, a few hostile changes away, or hostile throughout."""
     count = draw(st.integers(1, max_nodes))
     ids = draw(st.lists(st.sampled_from(NODE_IDS[:10]), min_size=count, max_size=count, unique=True))
@@ -180,25 +184,27 @@ def api_prompts(draw: st.DrawFn, info: Mapping[str, Any], *, max_nodes: int = 8,
     if style <= 1:
         prompt = _valid_dag(draw, info, ids)
         for _ in range(0 if style == 0 else draw(st.integers(1, 3))):
-            _mutate(draw, prompt, finite_only=finite_only)
+            _mutate(draw, prompt, json_clean=json_clean)
         return prompt
-    return draw(_hostile_prompts(info, ids, finite_only=finite_only))
+    return draw(_hostile_prompts(info, ids, json_clean=json_clean))
 
 
 @st.composite
 def _hostile_prompts(draw: st.DrawFn, info: Mapping[str, Any], ids: list[str], *,
-                     finite_only: bool = False) -> dict[str, Any]:
+                     json_clean: bool = False) -> dict[str, Any]:
     """Every node drawn on its own: wrong types, missing and dangling links, junk nodes."""
     classes = sorted(info)
-    ids = ids + draw(st.lists(st.sampled_from(NODE_IDS[10:]), max_size=2, unique=True))
+    texts = CLEAN_TEXT if json_clean else HOSTILE_TEXT
+    extra_ids = [i for i in NODE_IDS[10:] if not json_clean or i in CLEAN_TEXT or i.isascii()]
+    ids = ids + draw(st.lists(st.sampled_from(extra_ids), max_size=2, unique=True))
     link_targets = ids + ["99", "missing"]
     prompt: dict[str, Any] = {}
     for node_id in ids:
         roll = draw(st.integers(0, 39))
         if roll == 0:
-            prompt[node_id] = draw(json_values(4, finite_only=finite_only))
+            prompt[node_id] = draw(json_values(4, json_clean=json_clean))
             continue
-        class_type = draw(st.sampled_from(classes)) if roll > 2 else draw(st.sampled_from(HOSTILE_TEXT + VIRTUAL))
+        class_type = draw(st.sampled_from(classes)) if roll > 2 else draw(st.sampled_from(texts + VIRTUAL))
         inputs: dict[str, Any] = {}
         for name, kind, options in _declared(info.get(class_type, {})):
             choice = draw(st.integers(0, 11))
@@ -208,26 +214,26 @@ def _hostile_prompts(draw: st.DrawFn, info: Mapping[str, Any], ids: list[str], *
                 slot = draw(st.one_of(st.integers(0, 2), st.sampled_from([-1, 5, 2**63, 2**64])))
                 inputs[name] = [draw(st.sampled_from(link_targets)), slot]
             elif choice <= 9:
-                inputs[name] = _widget_value(draw, kind, options)
+                inputs[name] = _widget_value(draw, kind, options, json_clean)
             elif choice == 10:
-                inputs[name] = draw(json_values(6, finite_only=finite_only))
+                inputs[name] = draw(json_values(6, json_clean=json_clean))
             else:
-                inputs[name] = {"__value__": draw(json_values(4, finite_only=finite_only))}
+                inputs[name] = {"__value__": draw(json_values(4, json_clean=json_clean))}
         broken_inputs = draw(st.integers(0, 29)) == 0
         node: dict[str, Any] = {"class_type": class_type,
-                                "inputs": draw(scalars(finite_only=finite_only)) if broken_inputs else inputs}
+                                "inputs": draw(scalars(json_clean=json_clean)) if broken_inputs else inputs}
         if draw(st.integers(0, 7)) == 0:
-            node["_meta"] = draw(json_values(3, finite_only=finite_only))
+            node["_meta"] = draw(json_values(3, json_clean=json_clean))
         prompt[node_id] = node
     return prompt
 
 
 @st.composite
 def ui_workflows(draw: st.DrawFn, info: Mapping[str, Any], *, max_nodes: int = 7,
-                 finite_only: bool = False) -> dict[str, Any]:
+                 json_clean: bool = False) -> dict[str, Any]:
     """A UI-format (editor) workflow over the classes of `info`, with reroutes, primitives, modes, subgraphs."""
     classes = sorted(info)
-    junk = json_values(3, finite_only=finite_only)
+    junk = json_values(3, json_clean=json_clean)
     subgraph_ids = ["sg-a", "sg-b"]
     type_pool = classes + VIRTUAL + subgraph_ids + ["workflow>group", "Unknown"]
 
