@@ -15,6 +15,13 @@ __all__ = ["PathEscapeError", "PathOutsideError", "atomic_write", "check_name_pa
            "unique_name"]
 
 
+MAX_PART_BYTES = 255  # NAME_MAX of Linux, macOS and Windows file systems
+MAX_NAME_BYTES = 1024
+
+# Bidirectional marks, embeddings, overrides and isolates: "x\u202egnp.exe" shows as "xexe.png".
+_DIRECTION_MARKS = frozenset("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 class PathEscapeError(ValueError):
     """A user-supplied name that is not a plain relative path inside its folder."""
 
@@ -63,19 +70,27 @@ def _fsync_dir(folder: Path) -> None:
 def check_name_part(part: str, what: str = "name") -> str:
     """A client-supplied relative name with '/' separators, or PathEscapeError if it could leave its folder.
 
-    Backslashes count as separators (workflows saved on Windows use them); control characters,
-    absolute paths and '..' (also as full-width look-alikes that normalise to it) are refused.
+    Backslashes count as separators (workflows saved on Windows use them); control characters
+    (C0 and C1), direction overrides that make a name read differently from what it is, lone
+    surrogates, absolute paths and '..' (also as full-width look-alikes that normalise to it) are refused.
     """
     if not isinstance(part, str):
         raise PathEscapeError(f"{what} {part!r} must be a string")
-    if any(ord(c) < 32 or ord(c) == 127 for c in part):
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in part):
         raise PathEscapeError(f"{what} {part!r} contains a control character")
+    if any(c in _DIRECTION_MARKS or "\ud800" <= c <= "\udfff" for c in part):
+        raise PathEscapeError(f"{what} {part!r} contains a text-direction mark or a lone surrogate")
     norm = part.replace("\\", "/")
     if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":" and norm[0].isalpha()):
         raise PathEscapeError(f"{what} {part!r} is an absolute path; it must be relative to its folder")
     for form in {norm, unicodedata.normalize("NFKC", norm).replace("\\", "/")}:
         if any(piece == ".." for piece in form.split("/")):
             raise PathEscapeError(f"{what} {part!r} contains '..'; it must stay inside its folder")
+    # The file system refuses longer names with an error of its own; say so here, in the caller's terms.
+    if len(norm.encode("utf-8")) > MAX_NAME_BYTES or any(len(p.encode("utf-8")) > MAX_PART_BYTES
+                                                         for p in norm.split("/")):
+        raise PathEscapeError(f"{what} {part[:40]!r}... is too long: at most {MAX_PART_BYTES} bytes per folder or "
+                              f"file name and {MAX_NAME_BYTES} in all")
     return "/".join(piece for piece in norm.split("/") if piece not in ("", "."))
 
 

@@ -3,24 +3,28 @@
 Every name a client sends goes through `graph.files.confined_path`: `..`, absolute paths,
 backslashes, control characters and symlinks that lead out of the folder are refused (400 for a
 malformed name, 403 for one that resolves outside). Uploads must be real images with an image
-extension, within `--max-upload-size`; they are written atomically.
+extension, within `--max-upload-size` and 8192^2 pixels, with nothing appended after the image
+(polyglots); they are written atomically.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import io
-import json
 import mimetypes
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import FileField
 
 from ..files import PathEscapeError, PathOutsideError, atomic_write, check_name_part, confined_path, unique_name
+from ..untrusted_json import UntrustedJSONError, loads_untrusted
 from .folders import directory_for
+from .image_end import trailing_payload
 from .state import BadRequest, error_response, state_of
 
 routes = web.RouteTableDef()
@@ -28,8 +32,12 @@ routes = web.RouteTableDef()
 FILE_TYPES = ("output", "input", "temp")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 INLINE_PREFIXES = ("image/", "video/", "audio/")
-# Decoding a tiny file into a gigantic bitmap is a cheap way to exhaust memory: refuse beyond this.
-MAX_IMAGE_PIXELS = 16384 * 16384
+# Decoding a tiny file into a gigantic bitmap is a cheap way to exhaust memory: refuse beyond this
+# (a 50-megapixel photo fits), and decode one upload at a time: at most 8192^2 x 4 bytes are in use.
+MAX_UPLOAD_PIXELS = 8192 * 8192
+_DECODING = threading.BoundedSemaphore(1)
+# Only these decoders see uploads (PIL would otherwise try every format it knows, EPS and PSD included).
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG's opener also reads MPO
 # /view may be pointed at any file in its folder: never let the browser run one as a page of ours.
 VIEW_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
 
@@ -138,13 +146,19 @@ def _check_image(data: bytes, filename: str) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as probe:
+            with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as probe:
                 probe.verify()
-            image = Image.open(io.BytesIO(data))
-            if image.width * image.height > MAX_IMAGE_PIXELS:
+            image = Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS)
+            if image.width * image.height > MAX_UPLOAD_PIXELS:
                 raise BadRequest("invalid_image", f"upload {filename!r}: {image.width}x{image.height} pixels is "
-                                                  f"more than the {MAX_IMAGE_PIXELS} allowed")
-            image.load()
+                                                  f"more than the {MAX_UPLOAD_PIXELS} allowed")
+            appended = trailing_payload(data, image.format)
+            if appended:
+                raise BadRequest("invalid_image", f"upload {filename!r}: {appended} bytes follow the end of the "
+                                                  f"{image.format} image; a file with something appended to an "
+                                                  "image is refused (save it again as a plain image)")
+            with _DECODING:  # one full decode at a time bounds the memory uploads can take
+                image.load()
     except BadRequest:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
@@ -159,7 +173,7 @@ async def _upload_form(request: web.Request) -> tuple[FileField, dict[str, str]]
         form = await request.post()
     except web.HTTPRequestEntityTooLarge:
         raise
-    except ValueError as exc:
+    except (ValueError, HttpProcessingError) as exc:  # e.g. a part header with control characters in it
         raise BadRequest("invalid_upload", f"the upload is not a valid multipart form: {exc}") from exc
     upload = form.get("image")
     if not isinstance(upload, FileField):
@@ -240,8 +254,8 @@ async def upload_mask(request: web.Request) -> web.Response:
     state = state_of(request)
     upload, fields = await _upload_form(request)
     try:
-        ref = json.loads(fields.get("original_ref", ""))
-    except ValueError:
+        ref = loads_untrusted(fields.get("original_ref", ""))
+    except UntrustedJSONError:
         ref = None
     if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
         raise BadRequest("invalid_upload", "original_ref must be JSON like {\"filename\": ..., \"subfolder\": ..., "
