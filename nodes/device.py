@@ -14,15 +14,26 @@ import torch
 
 @dataclass(frozen=True)
 class DevicePolicy:
-    """The device and dtypes of one process (or one worker)."""
+    """The device and dtypes of one process (or one worker), and the opt-in speed settings.
+
+    The speed settings default to what measured fastest on CPUs (bench/results.md): torch's own
+    thread count, the default (contiguous) memory format, eager execution.
+    """
 
     device: torch.device
     dtype: torch.dtype
     vae_dtype: torch.dtype
+    threads: int | None = None     # torch intra-op threads; None keeps torch's default (the core count)
+    channels_last: bool = False    # UNet weights in channels-last layout (slower on the CPUs measured)
+    compile: bool = False          # torch.compile the UNet (minutes of compile on first use)
 
     def describe(self) -> dict[str, str]:
         return {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "vae_dtype": str(self.vae_dtype).removeprefix("torch.")}
+
+    def tuning(self) -> dict[str, object]:
+        """The speed settings in effect (benchmarks print them next to their figures)."""
+        return {"threads": torch.get_num_threads(), "channels_last": self.channels_last, "compile": self.compile}
 
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
@@ -62,15 +73,46 @@ def parse_dtype(name: str) -> torch.dtype:
         raise ValueError(f"dtype {name!r} is not one of {sorted(set(_DTYPES))}") from None
 
 
-def configure(device: str | None = None, dtype: str | None = None, *, cpu: bool = False) -> DevicePolicy:
-    """Fix the policy for this process; call before models load (the server does, from its flags)."""
+def _env_flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"environment variable {name}={value!r} must be one of 1, true, yes, on, 0, false, no, off")
+
+
+def _env_threads() -> int | None:
+    value = os.environ.get("DIFFLOOM_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"environment variable DIFFLOOM_THREADS={value!r} must be an integer >= 1")
+    return int(value)
+
+
+def configure(device: str | None = None, dtype: str | None = None, *, cpu: bool = False,
+              threads: int | None = None, channels_last: bool | None = None,
+              compile: bool | None = None) -> DevicePolicy:  # noqa: A002 - torch's own word for it
+    """Fix the policy for this process; call before models load (the server does, from its flags).
+
+    Unset arguments come from DIFFLOOM_DEVICE, DIFFLOOM_DTYPE, DIFFLOOM_THREADS,
+    DIFFLOOM_CHANNELS_LAST and DIFFLOOM_COMPILE, then from the defaults.
+    """
     global _policy
     requested = "cpu" if cpu else (device or os.environ.get("DIFFLOOM_DEVICE") or "")
     dev = torch.device(requested) if requested else best_device()
     dt = parse_dtype(dtype or os.environ.get("DIFFLOOM_DTYPE", "")) if (dtype or os.environ.get("DIFFLOOM_DTYPE")) else default_dtype(dev)
     # fp16 VAEs overflow to NaN on SD1/SDXL decodes; bf16 keeps the range, so only fp16 is widened.
     vae_dt = torch.float32 if dt == torch.float16 else dt
-    _policy = DevicePolicy(dev, dt, vae_dt)
+    threads = threads if threads is not None else _env_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"configure: threads is {threads}, must be >= 1")
+        torch.set_num_threads(threads)
+    channels_last = _env_flag("DIFFLOOM_CHANNELS_LAST") if channels_last is None else channels_last
+    compile = _env_flag("DIFFLOOM_COMPILE") if compile is None else compile
+    _policy = DevicePolicy(dev, dt, vae_dt, threads, bool(channels_last), bool(compile))
     return _policy
 
 
@@ -121,3 +163,23 @@ def empty_cache() -> None:
         torch.cuda.empty_cache()
     elif dev.type == "mps":
         torch.mps.empty_cache()
+
+
+def prepare_unet(unet: torch.nn.Module) -> torch.nn.Module:
+    """The UNet to call for sampling under this policy: in channels-last layout and/or compiled if asked.
+
+    Both are opt-in: on the CPUs measured, channels-last was slower and compiling took minutes.
+    The compiled wrapper shares the module's parameters, so weight patches merged later still apply.
+    """
+    pol = policy()
+    if pol.channels_last and not getattr(unet, "_diffloom_channels_last", False):
+        unet.to(memory_format=torch.channels_last)
+        unet._diffloom_channels_last = True  # type: ignore[assignment]
+    if not pol.compile:
+        return unet
+    compiled = unet.__dict__.get("_diffloom_compiled")
+    if compiled is None:
+        compiled = torch.compile(unet)
+        # Kept outside nn.Module's registry: as a submodule it would appear twice in parameters().
+        object.__setattr__(unet, "_diffloom_compiled", compiled)
+    return compiled

@@ -23,6 +23,8 @@ Conditioning = list[list[Any]]
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 AREA_FEATHER = 8  # latent pixels over which an area's inner edges fade in
+# model_options key: False runs cond and uncond in separate UNet calls (less memory, no faster on a CPU).
+BATCH_COND_UNCOND = "batch_cond_uncond"
 
 
 class ControlHook(Protocol):
@@ -249,8 +251,11 @@ class _Denoiser:
         sums = {u: torch.zeros_like(x) for u in {p.uncond for p in pieces}}
         weights = {u: torch.full_like(x[:, :1], 1e-37) for u in sums}
         groups: dict[tuple[Any, ...], list[_Piece]] = {}
+        # One UNet call for cond and uncond is the default; separate calls halve the peak activations.
+        together = bool(self.model.model_options.get(BATCH_COND_UNCOND, True))
         for piece in pieces:
-            groups.setdefault(piece.group_key(), []).append(piece)
+            key = piece.group_key() if together else (*piece.group_key(), piece.uncond)
+            groups.setdefault(key, []).append(piece)
         for group in groups.values():
             for piece, pred in zip(group, self._run_group(group, x, sigma)):
                 mult = piece.mult.to(x.device)

@@ -100,7 +100,7 @@ def advance(run: SamplingRun, guider: Guider, steps: int | None = None, *, node_
     sampler = run.sampler.build()
     with model.use() as unet:
         param = next(unet.parameters())
-        denoise = guider.denoiser(unet, ms, state.x.shape, param.device, param.dtype)
+        denoise = guider.denoiser(devices.prepare_unet(unet), ms, state.x.shape, param.device, param.dtype)
         if run.mask is not None:
             denoise = _inpainting(denoise, run, ms, param.device)
 
