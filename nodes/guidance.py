@@ -23,7 +23,7 @@ Conditioning = list[list[Any]]
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 AREA_FEATHER = 8  # latent pixels over which an area's inner edges fade in
-# model_options key: False runs cond and uncond in separate UNet calls (less memory, no faster on a CPU).
+# model_options key: False runs cond and uncond in separate UNet calls (less peak memory, slower: bench/results.md).
 BATCH_COND_UNCOND = "batch_cond_uncond"
 
 

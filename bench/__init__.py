@@ -1,0 +1,1 @@
+"""diffloom benchmarks: `make bench` (bench/run.py) writes bench/results.md and its plots."""
