@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from graph.server.options import MB, ServerOptions, build_parser, parse_server_args
+from graph.server.options import APP_ROOT, MB, ServerOptions, build_parser, parse_server_args
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +20,8 @@ def test_defaults_bind_loopback_with_comfyui_port(tmp_path: Path) -> None:
     assert options.max_upload_size == 100 * MB
     assert options.output_dir == tmp_path / "output" and options.user_dir == tmp_path / "user"
     assert options.database_path == tmp_path / "user" / "diffloom.db"
-    assert options.web_root == tmp_path / "web"
+    assert options.web_root == APP_ROOT / "web"  # the editor ships with diffloom, not with the data
+    assert options.workflows_dir == APP_ROOT / "workflows"
     assert options.auth_token is None and options.enable_cors_header is None
 
 
