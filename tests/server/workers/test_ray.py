@@ -27,7 +27,6 @@ from graph.server import STATE, BackgroundServer, ServerOptions, create_app
 from graph.server.workers import WorkerPool
 from nodes import runtime as node_runtime
 from nodes.folders import FolderPaths
-from nodes.models.tiny import write_tiny_checkpoint
 from tests.server.server_harness import Frame, Socket, http, wait_history, wait_until
 
 PREVIEW_SIZE = 64
@@ -61,13 +60,10 @@ def ray_cluster() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """models/checkpoints with two different tiny SD1 checkpoints."""
+def base(model_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's folders, reading the session's tiny checkpoints (tiny-sd1 and tiny-sd2: two different models)."""
     base = tmp_path_factory.mktemp("ray_base")
-    checkpoints = base / "models" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    write_tiny_checkpoint(checkpoints, "sd1", name="tiny-a", seed=1)
-    write_tiny_checkpoint(checkpoints, "sd1", name="tiny-b", seed=2)
+    (base / "models").symlink_to(model_base / "models", target_is_directory=True)
     return base
 
 
@@ -146,7 +142,7 @@ def actor_threads(server: BackgroundServer) -> int:
 
 def test_actors_give_the_events_and_image_of_local_execution(ray_server: BackgroundServer, base: Path,
                                                              local_folders: FolderPaths, registry: NodeRegistry) -> None:
-    prompt = txt2img("tiny-a.safetensors", steps=3, prefix="same")
+    prompt = txt2img("tiny-sd1.safetensors", steps=3, prefix="same")
     prompt_id = str(uuid.uuid4())
     ray_events, ray_frames, ray_entry = run_and_record(ray_server.url, prompt, prompt_id)
 
@@ -185,13 +181,13 @@ def test_a_prompt_goes_to_the_actor_that_holds_its_checkpoint(ray_server: Backgr
         assert wait_history(ray_server.url, prompt_id, timeout=240)["status"]["status_str"] == "success"
         return str(store.get(prompt_id).worker_id)
 
-    on_a = worker_of(run("tiny-a.safetensors"))
-    on_b = worker_of(run("tiny-b.safetensors"))
-    assert on_a != on_b  # nobody held tiny-b: it went to the worker idle the longest
+    on_a = worker_of(run("tiny-sd1.safetensors"))
+    on_b = worker_of(run("tiny-sd2.safetensors"))
+    assert on_a != on_b  # nobody held tiny-sd2: it went to the worker idle the longest
     held = {w["worker_id"]: w["held_models"] for w in pool(ray_server).status()["workers"]}
-    assert "checkpoints/tiny-a.safetensors" in held[on_a] and "checkpoints/tiny-b.safetensors" in held[on_b]
+    assert "checkpoints/tiny-sd1.safetensors" in held[on_a] and "checkpoints/tiny-sd2.safetensors" in held[on_b]
     # both idle; the worker idle longest (on_a) is passed over for the prompt whose model on_b holds
-    second_b, second_a = run("tiny-b.safetensors"), run("tiny-a.safetensors")
+    second_b, second_a = run("tiny-sd2.safetensors"), run("tiny-sd1.safetensors")
     assert worker_of(second_b) == on_b and worker_of(second_a) == on_a
 
 
@@ -210,11 +206,11 @@ def test_killing_an_actor_mid_prompt_still_completes_every_prompt(ray_server: Ba
     workers = pool(ray_server)
     store = ray_server.app[STATE].store
     long_id = http("POST", ray_server.url + "/prompt",
-                   {"prompt": txt2img("tiny-a.safetensors", steps=60, prefix="long")}).json()["prompt_id"]
+                   {"prompt": txt2img("tiny-sd1.safetensors", steps=60, prefix="long")}).json()["prompt_id"]
     victim = wait_until(lambda: next((s for s in workers.slots if s.item is not None and s.item.prompt_id == long_id
                                       and s.node == "3"), None), 240, "the long prompt sampling on an actor")
     victim_id, victim_pid = victim.worker_id, victim.info["pid"]
-    queued = [http("POST", ray_server.url + "/prompt", {"prompt": txt2img("tiny-b.safetensors", seed=s)}).json()["prompt_id"]
+    queued = [http("POST", ray_server.url + "/prompt", {"prompt": txt2img("tiny-sd2.safetensors", seed=s)}).json()["prompt_id"]
               for s in (1, 2, 3)]
     os.kill(victim_pid, signal.SIGKILL)
 
@@ -228,7 +224,7 @@ def test_killing_an_actor_mid_prompt_still_completes_every_prompt(ray_server: Ba
     wait_until(lambda: victim.restarts == 1 and victim.state == "ready", 240, "the killed actor back")
     assert victim.info["pid"] != victim_pid
     before = victim.prompts_run
-    pair = [http("POST", ray_server.url + "/prompt", {"prompt": txt2img("tiny-a.safetensors", seed=s, steps=6)}).json()["prompt_id"]
+    pair = [http("POST", ray_server.url + "/prompt", {"prompt": txt2img("tiny-sd1.safetensors", seed=s, steps=6)}).json()["prompt_id"]
             for s in (4, 5)]
     assert all(wait_history(ray_server.url, pid, timeout=240)["status"]["status_str"] == "success" for pid in pair)
     assert victim.prompts_run == before + 1
