@@ -17,7 +17,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -c constraints.txt -e ".[test,bench]"
+	$(PIP) install -c constraints.txt -e ".[test,bench,ray]"
 	touch $@
 
 # Debian's Chromium for the editor tests (Playwright drives it; it never downloads a browser).
