@@ -9,6 +9,7 @@ with the inpainting, depth and instruct-pix2pix UNet variants; configs are read 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from collections.abc import Iterable, Iterator, Mapping
@@ -245,12 +246,40 @@ def _safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
             isinstance(v, dict) and "data_offsets" in v and "shape" in v and "dtype" in v
             for k, v in header.items() if k != "__metadata__"):
         raise CheckpointError(f"{path}: corrupt safetensors header (entries without dtype/shape/data_offsets)")
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise CheckpointError(f"{path}: corrupt safetensors header (__metadata__ must map names to strings)")
+    for key, entry in header.items():
+        if key != "__metadata__":
+            _check_header_entry(path, key, entry)
     ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
     needed = 8 + header_len + max(ends, default=0)
     if needed > size:
         raise CheckpointError(f"{path}: truncated safetensors file: its tensors need {needed} bytes, "
                               f"the file has {size}")
     return header, 8 + header_len
+
+
+def _check_header_entry(path: Path, key: str, entry: dict[str, Any]) -> None:
+    """A tensor's dtype, shape and byte range must agree, or the file is refused by name (not a TypeError later)."""
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+
+    def natural(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(dtype, str) or dtype not in _ST_DTYPES:
+        raise CheckpointError(f"{path}: tensor {key!r} has the unsupported dtype {str(dtype)[:40]!r} "
+                              f"(known: {', '.join(_ST_DTYPES)})")
+    if not isinstance(shape, list) or not all(natural(d) for d in shape):
+        raise CheckpointError(f"{path}: corrupt safetensors header: tensor {key!r} has the shape {str(shape)[:60]}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(natural(o) for o in offsets)
+            and offsets[0] <= offsets[1]):
+        raise CheckpointError(f"{path}: corrupt safetensors header: tensor {key!r} has the byte range "
+                              f"{str(offsets)[:60]}")
+    expected = _ST_DTYPES[dtype].itemsize * math.prod(shape)
+    if offsets[1] - offsets[0] != expected:
+        raise CheckpointError(f"{path}: corrupt safetensors header: tensor {key!r} ({dtype} {shape}) needs "
+                              f"{expected} bytes but its byte range {offsets} holds {offsets[1] - offsets[0]}")
 
 
 def _placement(dtype: torch.dtype | None, device: torch.device | str | None, *,

@@ -93,6 +93,14 @@ def _fmt(value: Any) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight SD1 checkpoint in the real single-file layout."""
+    from nodes.models.tiny import write_tiny_checkpoint  # noqa: PLC0415 - torch only for the tests that need it
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("checkpoints"), "sd1", name="tiny-sd1")
+
+
+@pytest.fixture(scope="session")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HardServer]:
     """A torch-free server with the hardening and test nodes: 2 MB uploads, a 1 MB output cache."""
     proc = HardServer(tmp_path_factory.mktemp("target"), "--max-upload-size", "2",
