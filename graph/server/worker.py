@@ -1,5 +1,8 @@
 """The prompt worker: one thread per device that takes prompts from the durable store and runs them.
 
+This is the default, in the server process. With --devices or --ray-address, `workers.WorkerPool`
+takes its place and uses the pieces shared here (`EventForwarder`, `record_finish`, the error shapes).
+
 It claims the next pending prompt, runs `Executor.execute` in its own thread (the HTTP side stays
 responsive), forwards every event to the server's loop through `emit`, writes the history entry,
 then sends `status` and `executing {node: null}` (the completion signal clients wait for). An
