@@ -24,8 +24,11 @@ LATENT_CHANNELS = 4
 CLIP_VOCAB = 49408
 MAX_TOKENS = 77
 TEXT_WIDTH = 64
-UNET_WIDTHS = (64, 128)
-VAE_WIDTHS = (16, 32, 64, 64)
+# Widths whose gcd with 32 is small: the loader's rule then gives few GroupNorm groups, so each group
+# pools several channels. With one channel per group (16 wide, 16 groups) GroupNorm is instance norm,
+# which erases every channel's mean, i.e. a picture's colours: such a VAE does not learn at all.
+UNET_WIDTHS = (48, 96)  # 16 groups: 3 and 6 channels per group
+VAE_WIDTHS = (12, 24, 48, 48)  # 4 groups: 3, 6, 12, 12 channels per group
 # SD1's VAE scaling factor: the exporter folds a per-channel normalisation into the VAE so that our
 # latents, multiplied by it, have zero mean and unit variance, as SD1's do.
 SD1_SCALING = 0.18215

@@ -24,7 +24,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from dataclasses import asdict, dataclass, fields  # noqa: E402
@@ -40,8 +39,8 @@ from tqdm import tqdm  # noqa: E402
 from nodes.demo_model import architecture as arch  # noqa: E402
 from nodes.demo_model import shapes  # noqa: E402
 
-CHECKPOINT_NAME = "diffloom-shapes-v1.safetensors"
-CONTROLNET_NAME = "diffloom-shapes-v1-depth.safetensors"
+CHECKPOINT_NAME = "diffloom-shapes.safetensors"
+CONTROLNET_NAME = "diffloom-shapes-depth.safetensors"
 STAGES = ("vae", "unet", "controlnet")
 _STAGE_IDS = {"vae": 1, "unet": 2, "controlnet": 3, "stats": 4, "eval": 5}
 
@@ -51,10 +50,12 @@ class Settings:
     """Everything that decides the result (recorded in the files' metadata and the model card)."""
 
     seed: int = 20261122
-    vae_steps: int = 1200
+    vae_steps: int = 1000
     vae_batch: int = 16
-    vae_lr: float = 1e-3
+    vae_lr: float = 5e-4
     vae_kl: float = 1e-5
+    vae_colour: float = 1.0
+    vae_threads: int = 1  # the VAE's many small ops run faster on one thread than synchronising two
     unet_steps: int = 1500
     unet_batch: int = 48
     unet_lr: float = 1e-3
@@ -66,6 +67,7 @@ class Settings:
     controlnet_lr: float = 5e-4
     controlnet_caption_dropout: float = 0.5
     warmup: int = 50
+    stats_samples: int = 512
     threads: int = 2
 
 
@@ -83,12 +85,9 @@ def step_generator(seed: int, stage: str, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(mixed))
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 10% of the base rate."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def lr_factor(step: int, warmup: int) -> float:
+    """Linear warm-up, then constant: a stage can be extended (more steps) and equal a run that was longer from the start."""
+    return min(1.0, (step + 1) / warmup)
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -144,10 +143,30 @@ class Tokens:
 # ---------------------------------------------------------------------------------------- state
 
 
+class Paused(Exception):
+    """The run used up its `--stop-after` steps; its state is saved and the same command resumes it."""
+
+
+class Budget:
+    """How many optimiser steps this run may still take (None: no limit), over all stages."""
+
+    def __init__(self, steps: int | None) -> None:
+        self.left = steps
+
+    def spend(self) -> bool:
+        """Count one step; True when the run must now save and stop."""
+        if self.left is None:
+            return False
+        self.left -= 1
+        return self.left <= 0
+
+
 class Stage:
-    """Saves and restores one stage's modules, optimiser and step in the work folder (atomically)."""
+    """One stage's files in the work folder: the resumable state and the finished result (both atomic)."""
 
     def __init__(self, work: Path, name: str) -> None:
+        self.name = name
+        self.work = work
         self.path = work / f"{name}.state.pt"
         self.done = work / f"{name}.done.pt"
 
@@ -158,6 +177,16 @@ class Stage:
 
     def load(self, path: Path) -> dict[str, Any] | None:
         return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+    def finished(self, steps: int, upstream: dict[str, int]) -> dict[str, Any] | None:
+        """The saved result if it is for exactly `steps` steps on the same upstream stages, else None."""
+        done = self.load(self.done)
+        if done is None or done["step"] != steps:
+            return None
+        if done.get("upstream", {}) != upstream:
+            raise SystemExit(f"{self.done}: was trained on {done.get('upstream')} but the earlier stages are now "
+                             f"{upstream}; delete {self.path.name} and {self.done.name} to retrain this stage")
+        return done
 
 
 @torch.no_grad()
@@ -171,8 +200,28 @@ def _log(work: Path, message: str) -> None:
         f.write(f"{time.strftime('%H:%M:%S')} {message}\n")
 
 
-def _loop(total: int, start: int, desc: str) -> Iterator[int]:
-    yield from tqdm(range(start, total), initial=start, total=total, desc=desc, dynamic_ncols=True, mininterval=2)
+def _train_loop(stage: Stage, total: int, start: int, one_step: Callable[[int], dict[str, float]],
+                snapshot: Callable[[int], dict[str, Any]], save_every: int, budget: Budget) -> None:
+    """Run steps `start`..`total`-1, saving `snapshot(step)` every `save_every` steps, at the end and on pause."""
+    t0 = time.time()
+    running: dict[str, float] = {}
+    bar = tqdm(range(start, total), initial=start, total=total, desc=stage.name, dynamic_ncols=True, mininterval=2)
+    for step in bar:
+        values = one_step(step)
+        running = {k: v if k not in running else 0.95 * running[k] + 0.05 * v for k, v in values.items()}
+        bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
+        pause = budget.spend()
+        if (step + 1) % save_every == 0 or step + 1 == total or pause:
+            stage.save(stage.path, snapshot(step + 1))
+            summary = " ".join(f"{k} {v:.4f}" for k, v in running.items())
+            _log(stage.work, f"{stage.name}: step {step + 1} {summary} ({time.time() - t0:.0f} s this run)")
+        if pause and step + 1 < total:
+            raise Paused(f"{stage.name} at step {step + 1}")
+
+
+def _set_lr(opt: torch.optim.Optimizer, base: float, step: int, warmup: int) -> None:
+    for group in opt.param_groups:
+        group["lr"] = base * lr_factor(step, warmup)
 
 
 # ------------------------------------------------------------------------------------------ VAE
@@ -182,17 +231,26 @@ def _image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
 
-def train_vae(settings: Settings, work: Path, save_every: int) -> nn.Module:
-    """Stage 1: the autoencoder; returns it with its latents normalised for SD1's scaling factor."""
+def train_vae(settings: Settings, work: Path, save_every: int, budget: Budget) -> nn.Module:
+    """Stage 1: the autoencoder; returns it with its latents normalised for SD1's scaling factor.
+
+    Besides reconstruction (L1 and image gradients) and a small KL term, the first three latent
+    channels are pulled towards the 8x8 average of the picture's RGB: a deep GroupNorm network is slow
+    to find colours on its own, and a latent that is a small picture is also easy to diffuse.
+    """
     from nodes.demo_model.export import fold_latent_normalisation, latent_statistics  # noqa: PLC0415
 
     stage = Stage(work, "vae")
     torch.manual_seed(settings.seed)
     vae = arch.build_vae()
-    if (done := stage.load(stage.done)) is not None:
+    if (done := stage.finished(settings.vae_steps, {})) is not None:
         vae.load_state_dict(done["model"])
         return vae.eval().requires_grad_(False)
     vae.train()
+    with torch.no_grad():
+        # Start with a nearly deterministic posterior: Adam moves a log-variance bias by ~lr per step, so
+        # from 0 (std 1, noise as large as the signal) it would take thousands of steps to get there.
+        vae.quant_conv.bias[arch.LATENT_CHANNELS:] = -8.0
     opt = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
     start = 0
     if (state := stage.load(stage.path)) is not None:
@@ -200,11 +258,9 @@ def train_vae(settings: Settings, work: Path, save_every: int) -> nn.Module:
         opt.load_state_dict(state["opt"])
         start = state["step"]
         _log(work, f"vae: resuming at step {start}")
-    t0 = time.time()
-    bar = _loop(settings.vae_steps, start, "vae")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = settings.vae_lr * lr_factor(step, settings.vae_steps, settings.warmup)
+
+    def one_step(step: int) -> dict[str, float]:
+        _set_lr(opt, settings.vae_lr, step, settings.warmup)
         batch = make_batch(step_rng(settings.seed, "vae", step), settings.vae_batch)
         gen = step_generator(settings.seed, "vae", step)
         posterior = vae.encode(batch.images).latent_dist
@@ -214,27 +270,32 @@ def train_vae(settings: Settings, work: Path, save_every: int) -> nn.Module:
         gy, gx = _image_gradients(out)
         ty, tx = _image_gradients(batch.images)
         edge = (gy - ty).abs().mean() + (gx - tx).abs().mean()
+        colour = (posterior.mean[:, :3] - F.avg_pool2d(batch.images, 8)).abs().mean()
         kl = posterior.kl().mean() / z[0].numel()
-        loss = rec + 0.5 * edge + settings.vae_kl * kl
+        loss = rec + 0.5 * edge + settings.vae_colour * colour + settings.vae_kl * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
-        if isinstance(bar, tqdm):
-            bar.set_postfix(rec=f"{rec.item():.4f}", kl=f"{kl.item():.2f}", refresh=False)
-        if (step + 1) % save_every == 0 or step + 1 == settings.vae_steps:
-            stage.save(stage.path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1})
-            _log(work, f"vae: step {step + 1} rec {rec.item():.4f} edge {edge.item():.4f} kl {kl.item():.3f} "
-                       f"({time.time() - t0:.0f} s this run)")
+        return {"rec": rec.item(), "edge": edge.item(), "colour": colour.item(), "kl": kl.item()}
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(settings.vae_threads)
+    try:
+        _train_loop(stage, settings.vae_steps, start, one_step,
+                    lambda step: {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step},
+                    save_every, budget)
+    finally:
+        torch.set_num_threads(previous)
     vae.eval().requires_grad_(False)
     # Normalise the latents (per channel) over fresh samples, then keep the result.
     with torch.inference_mode():
-        batch = make_batch(step_rng(settings.seed, "stats", 0), 512)
+        batch = make_batch(step_rng(settings.seed, "stats", 0), settings.stats_samples)
         means = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in batch.images.split(64)])
     mean, std = latent_statistics(means)
     fold_latent_normalisation(vae, mean, std)
     _log(work, f"vae: latent mean {[round(v, 3) for v in mean.tolist()]} std {[round(v, 3) for v in std.tolist()]}")
-    stage.save(stage.done, {"model": vae.state_dict(), "mean": mean, "std": std})
+    stage.save(stage.done, {"model": vae.state_dict(), "mean": mean, "std": std, "step": settings.vae_steps})
     return vae
 
 
@@ -249,10 +310,9 @@ def _noise_schedule() -> Any:
     return DDPMScheduler.from_config(scheduler_config("epsilon"))
 
 
-def _diffusion_loss(scheduler: Any, latents: torch.Tensor, gen: torch.Tensor | torch.Generator,
+def _diffusion_loss(scheduler: Any, latents: torch.Tensor, gen: torch.Generator,
                     predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], gamma: float) -> torch.Tensor:
     """Epsilon-prediction loss at uniform random timesteps, weighted by min(SNR, gamma) / SNR."""
-    assert isinstance(gen, torch.Generator)
     n = latents.shape[0]
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=gen)
     noise = torch.randn(latents.shape, generator=gen)
@@ -278,10 +338,11 @@ def _drop_captions(captions: list[str], p: float, gen: torch.Generator) -> list[
 
 
 def train_unet(settings: Settings, work: Path, vae: nn.Module, tokens: Tokens,
-               save_every: int) -> tuple[nn.Module, nn.Module]:
+               save_every: int, budget: Budget) -> tuple[nn.Module, nn.Module]:
     """Stage 2: UNet and text encoder together; returns their EMA weights (text encoder compact)."""
     stage = Stage(work, "unet")
-    if (done := stage.load(stage.done)) is not None:
+    upstream = {"vae": settings.vae_steps}
+    if (done := stage.finished(settings.unet_steps, upstream)) is not None:
         unet, te = arch.build_unet(), arch.build_text_encoder(len(tokens.vocab))
         unet.load_state_dict(done["unet"])
         te.load_state_dict(done["te"])
@@ -294,18 +355,17 @@ def train_unet(settings: Settings, work: Path, vae: nn.Module, tokens: Tokens,
     opt = torch.optim.AdamW(live, lr=settings.unet_lr, weight_decay=1e-2)
     start = 0
     if (state := stage.load(stage.path)) is not None:
+        if state.get("upstream", {}) != upstream:
+            raise SystemExit(f"{stage.path}: started on {state.get('upstream')}, now {upstream}; delete it to retrain")
         for module, key in ((unet, "unet"), (te, "te"), (ema_unet, "ema_unet"), (ema_te, "ema_te")):
             module.load_state_dict(state[key])
         opt.load_state_dict(state["opt"])
         start = state["step"]
         _log(work, f"unet: resuming at step {start}")
     scheduler = _noise_schedule()
-    t0 = time.time()
-    running = 0.0
-    bar = _loop(settings.unet_steps, start, "unet")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = settings.unet_lr * lr_factor(step, settings.unet_steps, settings.warmup)
+
+    def one_step(step: int) -> dict[str, float]:
+        _set_lr(opt, settings.unet_lr, step, settings.warmup)
         batch = make_batch(step_rng(settings.seed, "unet", step), settings.unet_batch)
         gen = step_generator(settings.seed, "unet", step)
         latents = _encode(vae, batch.images, gen)
@@ -318,14 +378,15 @@ def train_unet(settings: Settings, work: Path, vae: nn.Module, tokens: Tokens,
         torch.nn.utils.clip_grad_norm_(live, 1.0)
         opt.step()
         _ema_update(ema, live, min(settings.ema_decay, (1 + step) / (10 + step)))
-        running = loss.item() if step == start else 0.98 * running + 0.02 * loss.item()
-        if isinstance(bar, tqdm):
-            bar.set_postfix(loss=f"{running:.4f}", refresh=False)
-        if (step + 1) % save_every == 0 or step + 1 == settings.unet_steps:
-            stage.save(stage.path, {"unet": unet.state_dict(), "te": te.state_dict(), "ema_unet": ema_unet.state_dict(),
-                                    "ema_te": ema_te.state_dict(), "opt": opt.state_dict(), "step": step + 1})
-            _log(work, f"unet: step {step + 1} loss {running:.4f} ({time.time() - t0:.0f} s this run)")
-    stage.save(stage.done, {"unet": ema_unet.state_dict(), "te": ema_te.state_dict()})
+        return {"loss": loss.item()}
+
+    def snapshot(step: int) -> dict[str, Any]:
+        return {"unet": unet.state_dict(), "te": te.state_dict(), "ema_unet": ema_unet.state_dict(),
+                "ema_te": ema_te.state_dict(), "opt": opt.state_dict(), "step": step, "upstream": upstream}
+
+    _train_loop(stage, settings.unet_steps, start, one_step, snapshot, save_every, budget)
+    stage.save(stage.done, {"unet": ema_unet.state_dict(), "te": ema_te.state_dict(), "step": settings.unet_steps,
+                            "upstream": upstream})
     return ema_unet, ema_te
 
 
@@ -333,10 +394,11 @@ def train_unet(settings: Settings, work: Path, vae: nn.Module, tokens: Tokens,
 
 
 def train_controlnet(settings: Settings, work: Path, vae: nn.Module, unet: nn.Module, te: nn.Module,
-                     tokens: Tokens, save_every: int) -> nn.Module:
+                     tokens: Tokens, save_every: int, budget: Budget) -> nn.Module:
     """Stage 3: the ControlNet on depth-like maps, UNet and text encoder frozen; returns its EMA weights."""
     stage = Stage(work, "controlnet")
-    if (done := stage.load(stage.done)) is not None:
+    upstream = {"vae": settings.vae_steps, "unet": settings.unet_steps}
+    if (done := stage.finished(settings.controlnet_steps, upstream)) is not None:
         controlnet = arch.build_controlnet(unet)
         controlnet.load_state_dict(done["controlnet"])
         return controlnet.eval().requires_grad_(False)
@@ -347,6 +409,8 @@ def train_controlnet(settings: Settings, work: Path, vae: nn.Module, unet: nn.Mo
     opt = torch.optim.AdamW(live, lr=settings.controlnet_lr, weight_decay=0.0)
     start = 0
     if (state := stage.load(stage.path)) is not None:
+        if state.get("upstream", {}) != upstream:
+            raise SystemExit(f"{stage.path}: started on {state.get('upstream')}, now {upstream}; delete it to retrain")
         controlnet.load_state_dict(state["controlnet"])
         ema_cn.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
@@ -355,12 +419,9 @@ def train_controlnet(settings: Settings, work: Path, vae: nn.Module, unet: nn.Mo
     scheduler = _noise_schedule()
     unet.eval().requires_grad_(False)
     te.eval().requires_grad_(False)
-    t0 = time.time()
-    running = 0.0
-    bar = _loop(settings.controlnet_steps, start, "controlnet")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = settings.controlnet_lr * lr_factor(step, settings.controlnet_steps, settings.warmup)
+
+    def one_step(step: int) -> dict[str, float]:
+        _set_lr(opt, settings.controlnet_lr, step, settings.warmup)
         batch = make_batch(step_rng(settings.seed, "controlnet", step), settings.controlnet_batch, with_depth=True)
         gen = step_generator(settings.seed, "controlnet", step)
         latents = _encode(vae, batch.images, gen)
@@ -378,14 +439,15 @@ def train_controlnet(settings: Settings, work: Path, vae: nn.Module, unet: nn.Mo
         torch.nn.utils.clip_grad_norm_(live, 1.0)
         opt.step()
         _ema_update(ema, live, min(settings.ema_decay, (1 + step) / (10 + step)))
-        running = loss.item() if step == start else 0.98 * running + 0.02 * loss.item()
-        if isinstance(bar, tqdm):
-            bar.set_postfix(loss=f"{running:.4f}", refresh=False)
-        if (step + 1) % save_every == 0 or step + 1 == settings.controlnet_steps:
-            stage.save(stage.path, {"controlnet": controlnet.state_dict(), "ema": ema_cn.state_dict(),
-                                    "opt": opt.state_dict(), "step": step + 1})
-            _log(work, f"controlnet: step {step + 1} loss {running:.4f} ({time.time() - t0:.0f} s this run)")
-    stage.save(stage.done, {"controlnet": ema_cn.state_dict()})
+        return {"loss": loss.item()}
+
+    def snapshot(step: int) -> dict[str, Any]:
+        return {"controlnet": controlnet.state_dict(), "ema": ema_cn.state_dict(), "opt": opt.state_dict(),
+                "step": step, "upstream": upstream}
+
+    _train_loop(stage, settings.controlnet_steps, start, one_step, snapshot, save_every, budget)
+    stage.save(stage.done, {"controlnet": ema_cn.state_dict(), "step": settings.controlnet_steps,
+                            "upstream": upstream})
     return ema_cn
 
 
@@ -405,10 +467,10 @@ def write_files(settings: Settings, out: Path, vae: nn.Module, unet: nn.Module, 
 
     full_te = arch.expand_text_encoder(te, tokens.vocab)
     written = [save_sd1_checkpoint(unet, vae, full_te, out / "checkpoints" / CHECKPOINT_NAME,
-                                   metadata=_metadata(settings, "diffloom-shapes-v1"))]
+                                   metadata=_metadata(settings, "diffloom-shapes"))]
     if controlnet is not None:
         written.append(save_controlnet(controlnet, out / "controlnet" / CONTROLNET_NAME, dtype=torch.float16,
-                                       metadata=_metadata(settings, "diffloom-shapes-v1-depth")))
+                                       metadata=_metadata(settings, "diffloom-shapes-depth")))
     return written
 
 
@@ -420,6 +482,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
                         help="where resumable training state, logs and sample grids go")
     parser.add_argument("--until", choices=STAGES, default="controlnet", help="last stage to run")
     parser.add_argument("--save-every", type=int, default=50, help="steps between resumable saves")
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="save and stop after this many steps in this run (rerun the same command to resume)")
     defaults = Settings()
     for f in fields(Settings):
         parser.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(defaults, f.name)),
@@ -431,33 +495,52 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, settings = parse_args(argv)
+    previous = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
+    try:
+        return _run(args, settings)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     work: Path = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     recorded = work / "settings.json"
-    if recorded.exists() and json.loads(recorded.read_text()) != asdict(settings):
-        raise SystemExit(f"{work}: holds a run with other settings ({recorded}); use another --work-dir or the "
-                         "same settings to resume")
+    # Step counts may grow between runs (the learning rate is constant after warm-up); nothing else may change.
+    fixed = {k: v for k, v in asdict(settings).items() if not k.endswith("_steps")}
+    if recorded.exists():
+        before = json.loads(recorded.read_text())
+        if {k: v for k, v in before.items() if not k.endswith("_steps")} != fixed:
+            raise SystemExit(f"{work}: holds a run with other settings ({recorded}); use another --work-dir or the "
+                             "same settings to resume")
     recorded.write_text(json.dumps(asdict(settings), indent=2) + "\n")
     timings: dict[str, float] = json.loads((work / "timings.json").read_text()) if (work / "timings.json").exists() else {}
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:
+        # Wall time per stage, summed over resumed runs (a finished stage only reloads: not counted).
         t0 = time.time()
-        result = fn()
-        if name not in timings or time.time() - t0 > 1.0:
-            timings[name] = timings.get(name, 0.0) + (time.time() - t0)
-            (work / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
-        return result
+        try:
+            return fn()
+        finally:
+            if time.time() - t0 > 5.0:
+                timings[name] = timings.get(name, 0.0) + (time.time() - t0)
+                (work / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
 
-    vae = timed("vae", lambda: train_vae(settings, work, args.save_every))
-    if args.until == "vae":
-        return 0
-    tokens = Tokens()
-    unet, te = timed("unet", lambda: train_unet(settings, work, vae, tokens, args.save_every))
-    controlnet = None
-    if args.until == "controlnet":
-        controlnet = timed("controlnet", lambda: train_controlnet(settings, work, vae, unet, te, tokens,
-                                                                   args.save_every))
+    budget = Budget(args.stop_after)
+    try:
+        vae = timed("vae", lambda: train_vae(settings, work, args.save_every, budget))
+        if args.until == "vae":
+            return 0
+        tokens = Tokens()
+        unet, te = timed("unet", lambda: train_unet(settings, work, vae, tokens, args.save_every, budget))
+        controlnet = None
+        if args.until == "controlnet":
+            controlnet = timed("controlnet", lambda: train_controlnet(settings, work, vae, unet, te, tokens,
+                                                                       args.save_every, budget))
+    except Paused as paused:
+        _log(work, f"paused: {paused}; run the same command again to resume")
+        return 3
     for path in write_files(settings, args.out, vae, unet, te, tokens, controlnet):
         _log(work, f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     _log(work, f"stage wall times (s, summed over resumed runs): {json.dumps({k: round(v) for k, v in timings.items()})}")

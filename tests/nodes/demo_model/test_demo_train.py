@@ -1,0 +1,68 @@
+"""The trainer at toy size: it writes loadable files, and a paused and resumed run equals an uninterrupted one."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nodes.demo_model import train
+from nodes.models.checkpoint import load_checkpoint
+
+TINY = ["--vae-steps", "3", "--unet-steps", "3", "--controlnet-steps", "2", "--vae-batch", "2", "--unet-batch", "2",
+        "--controlnet-batch", "2", "--stats-samples", "8", "--warmup", "2", "--save-every", "2"]
+
+
+def _run(base: Path, *extra: str) -> int:
+    return train.main(["--out", str(base / "models"), "--work-dir", str(base / "work"), *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("whole")
+    assert _run(base) == 0
+    return base
+
+
+def test_a_run_writes_both_files_and_they_load(uninterrupted: Path) -> None:
+    checkpoint = uninterrupted / "models" / "checkpoints" / train.CHECKPOINT_NAME
+    controlnet = uninterrupted / "models" / "controlnet" / train.CONTROLNET_NAME
+    parts = load_checkpoint(checkpoint, dtype=torch.float32)
+    assert parts.family == "sd1" and parts.extra["unused_keys"] == []
+    assert all(k.startswith("control_model.") for k in load_file(str(controlnet)))
+    log = (uninterrupted / "work" / "train.log").read_text()
+    assert "vae: step 3" in log and "unet: step 3" in log and "controlnet: step 2" in log
+
+
+def test_paused_and_resumed_run_gives_the_same_files(uninterrupted: Path, tmp_path: Path) -> None:
+    # Pause inside each stage in turn (after 2, 4 and 7 steps in all), then finish.
+    for stop in ("2", "2", "3"):
+        assert _run(tmp_path, "--stop-after", stop) == 3
+    assert _run(tmp_path) == 0
+    assert "paused: controlnet at step 1" in (tmp_path / "work" / "train.log").read_text()
+    for sub, name in (("checkpoints", train.CHECKPOINT_NAME), ("controlnet", train.CONTROLNET_NAME)):
+        a = load_file(str(uninterrupted / "models" / sub / name))
+        b = load_file(str(tmp_path / "models" / sub / name))
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), sub
+
+
+def test_other_settings_in_the_same_work_folder_are_refused(uninterrupted: Path) -> None:
+    with pytest.raises(SystemExit, match="other settings"):
+        _run(uninterrupted, "--unet-lr", "0.5")
+
+
+def test_more_steps_continue_a_finished_stage(uninterrupted: Path, tmp_path: Path) -> None:
+    # Extending only the last stage reuses the earlier ones and trains from where it stopped.
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("settings.json", "vae.done.pt", "vae.state.pt", "unet.done.pt", "unet.state.pt",
+                 "controlnet.state.pt", "controlnet.done.pt"):
+        (work / name).write_bytes((uninterrupted / "work" / name).read_bytes())
+    args = ["--out", str(tmp_path / "models"), "--work-dir", str(work),
+            *[a if a != "2" or i == 0 or TINY[i - 1] != "--controlnet-steps" else "3" for i, a in enumerate(TINY)]]
+    assert train.main(args) == 0
+    log = (work / "train.log").read_text()
+    assert "controlnet: resuming at step 2" in log and "controlnet: step 3" in log
+    assert "vae: step" not in log and "unet: step" not in log
