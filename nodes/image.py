@@ -199,15 +199,22 @@ def save_images(images: torch.Tensor, prefix: str, kind: str, prompt: Any, extra
     stem = Path(prefix).name
     metadata = png_metadata(prompt, extra_pnginfo) if rt.write_metadata else None
     records = []
-    for image in images:
-        path, _ = _reserve(folder, stem)
-        buffer = _encode_png(image_to_pil(image), metadata, compress_level)
-        try:
-            atomic_write(path, buffer)
-        except BaseException:
-            path.unlink(missing_ok=True)  # a failed write (full disk) leaves no file behind
-            raise
-        records.append({"filename": path.name, "subfolder": subfolder, "type": kind})
+    written: list[Path] = []
+    target_name = f"{stem}_*_.png in {folder}"
+    try:
+        for image in images:
+            path, _ = _reserve(folder, stem)
+            written.append(path)
+            target_name = str(path)
+            atomic_write(path, _encode_png(image_to_pil(image), metadata, compress_level))
+            records.append({"filename": path.name, "subfolder": subfolder, "type": kind})
+    except BaseException as exc:
+        # A failed write (a full disk) fails the whole call: no file of it stays behind, as history lists none.
+        for path in written:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"could not save {target_name}: {exc.strerror or exc}") from exc
+        raise
     return records
 
 
