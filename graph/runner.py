@@ -24,7 +24,7 @@ from .context import Interrupt
 from .executor import ExecutionResult, Executor
 from .registry import NodeRegistry
 from .ui_workflow import WorkflowConversionError, is_ui_workflow, to_api
-from .validation import ValidationOutcome, validate_prompt
+from .validation import ValidationOutcome, upstream_closure, validate_prompt
 from .workflow import is_link
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -123,23 +123,16 @@ def print_validation(outcome: ValidationOutcome, out: TextIO) -> None:
     print("The workflow is invalid:", file=out)
     if outcome.error and not outcome.node_errors:
         print(f"  {outcome.error.get('details') or outcome.error.get('message')}", file=out)
+    print_errors(outcome, out)
+
+
+def print_errors(outcome: ValidationOutcome, out: TextIO) -> None:
+    """The per-node errors of a validation."""
     for node_id, errors in outcome.node_errors.items():
         class_type = outcome.nodes[node_id].class_type if node_id in outcome.nodes else "?"
         print(f"  node {node_id} ({class_type}):", file=out)
         for error in errors:
             print(f"    - {error.details}", file=out)
-
-
-def _closure(outcome: ValidationOutcome) -> set[str]:
-    seen: set[str] = set()
-    stack = list(outcome.outputs)
-    while stack:
-        node_id = stack.pop()
-        if node_id in seen or node_id not in outcome.nodes:
-            continue
-        seen.add(node_id)
-        stack.extend(link.node for link in outcome.nodes[node_id].links().values())
-    return seen
 
 
 @dataclass
@@ -219,8 +212,11 @@ def run_prompt(prompt: dict[str, Any], registry: NodeRegistry, *, extra_data: di
     outcome = validate_prompt(prompt, registry)
     if not outcome.ok:
         return ExecutionResult("", "invalid", validation=outcome, error=outcome.response()), outcome
+    if outcome.node_errors:  # some outputs are invalid: the others run, but say what is skipped
+        print("warning: outputs that failed validation are skipped:", file=err)
+        print_errors(outcome, err)
     executor = executor or Executor(registry, OutputCache("none"))
-    display = ProgressDisplay(len(_closure(outcome)), err, progress,
+    display = ProgressDisplay(len(upstream_closure(outcome.nodes, outcome.outputs)), err, progress,
                               {nid: n.class_type for nid, n in outcome.nodes.items()})
     try:
         result = executor.execute(prompt, str(uuid.uuid4()), extra_data=extra_data or {}, emit=display.emit,

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from .controlnet import apply_control_to_uncond
 from .models.wrappers import HOOK_CFG_FUNCTION, HOOK_POST_CFG, ModelWrapper
 from .sampling import DiscreteModelSampling
 
@@ -103,6 +104,8 @@ class _Denoiser:
         self.latent_shape = latent_shape
         self.in_channels = int(getattr(unet.config, "in_channels", latent_shape[1]))
         self.addition = getattr(unet.config, "addition_embed_type", None)
+        # ControlNetApply (OLD) marks its ControlNets to drive a negative that has none, as ComfyUI does.
+        self.negative = apply_control_to_uncond(guider.positive, guider.negative)
 
     # ---- which entries apply ------------------------------------------------------------------------
 
@@ -237,7 +240,7 @@ class _Denoiser:
         if control is not None:
             down, mid = control.residuals(x=model_input, timestep=t, sigma=sigma_in.to(self.device),
                                           encoder_hidden_states=hidden, added_cond_kwargs=added,
-                                          percent_sigma=self.ms.percent_to_sigma)
+                                          percent_sigma=self.ms.percent_to_sigma, batch=batch)
             if down is not None:
                 kwargs["down_block_additional_residuals"] = down
             if mid is not None:
@@ -275,7 +278,7 @@ class _Denoiser:
         guider = self.guider
         use_uncond = guider.cfg != 1.0 or bool(self.model.hooks_of(HOOK_CFG_FUNCTION))
         positive = self._active(guider.positive, s, False, batch, height, width)
-        negative = self._active(guider.negative, s, True, batch, height, width) if use_uncond else []
+        negative = self._active(self.negative, s, True, batch, height, width) if use_uncond else []
         if not positive:
             raise ValueError("no positive conditioning applies at this step (check the timestep ranges)")
         preds = self._predict(positive + negative, x, sigma.reshape(-1).expand(batch).float())

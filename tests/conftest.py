@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
 
 @pytest.fixture(scope="session")
 def model_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A base directory with tiny SD1, SD2 (v-prediction) and SDXL checkpoints in models/checkpoints."""
+    """A base directory with tiny SD1, SD2 (v-prediction) and SDXL checkpoints and the models workflows/ needs."""
     from nodes.models.tiny import write_tiny_checkpoint
 
     base = tmp_path_factory.mktemp("diffloom_base")
@@ -31,6 +31,13 @@ def model_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     checkpoints.mkdir(parents=True)
     for family in ("sd1", "sd2", "sdxl"):
         write_tiny_checkpoint(checkpoints, family, name=f"tiny-{family}")
+    # What the files in workflows/ point at, once tiny_version has renamed it: a LoRA, ControlNets, a depth
+    # estimator and an SD 2 depth checkpoint.
+    from nodes.models.tiny_control import write_tiny_control_models
+    from tests.workflows.conftest import write_tiny_lora
+
+    write_tiny_lora(base / "models")
+    write_tiny_control_models(base / "models")
     return base
 
 

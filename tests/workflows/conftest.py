@@ -18,14 +18,6 @@ TINY_DEPTH_MODEL = "tiny-dpt"
 TINY_DEPTH_CHECKPOINT = "tiny-sd2-depth.safetensors"
 
 
-@pytest.fixture(autouse=True, scope="session")
-def tiny_control_models(model_base: Path) -> None:
-    """The tiny ControlNet, depth estimator and SD 2 depth checkpoint that tiny_version's names point at."""
-    from nodes.models.tiny_control import write_tiny_control_models
-
-    write_tiny_control_models(model_base / "models")
-
-
 def tiny_version(prompt: dict[str, Any]) -> dict[str, Any]:
     """The same graph on tiny checkpoints, 2 steps and 64 px, so the whole set runs in seconds."""
     prompt = json.loads(json.dumps(prompt))

@@ -11,12 +11,13 @@ from PIL import Image
 from graph.executor import Executor
 from graph.validation import validate_prompt
 
-from .conftest import WORKFLOWS, copy_inputs, tiny_version, write_tiny_lora
+from .conftest import WORKFLOWS, copy_inputs, tiny_version
 
 
 def test_there_are_workflows_for_every_stage() -> None:
     names = {p.stem for p in WORKFLOWS}
-    assert {"txt2img", "txt2img_sdxl", "img2img", "inpaint", "outpaint", "lora", "hires_fix", "step_sampling"} <= names
+    assert {"txt2img", "txt2img_sdxl", "img2img", "inpaint", "outpaint", "lora", "hires_fix", "step_sampling",
+            "controlnet_canny", "controlnet_depth", "depth2img"} <= names
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -31,9 +32,6 @@ def test_workflow_file_is_valid_api_format(path: Path, registry: Any) -> None:
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_runs_end_to_end(path: Path, registry: Any, runtime: Any) -> None:
     copy_inputs(Path(runtime.folders.input_dir))
-    if not (Path(runtime.folders.models_dir) / "loras" / "tiny-lora.safetensors").exists():
-        write_tiny_lora(Path(runtime.folders.models_dir))
-    runtime.folders.invalidate()
     result = Executor(registry).execute(tiny_version(json.loads(path.read_text())), path.stem)
     assert result.status == "success", result.error
     images = [img for ui in result.outputs.values() for img in ui.get("images", [])]
