@@ -92,6 +92,16 @@ export class Api extends EventTarget {
     return this.request("/object_info");
   }
 
+  /** URLs of the plugins' browser extension scripts. */
+  extensionUrls() {
+    return this.request("/extensions");
+  }
+
+  /** Every plugin with its status, cause, timing, nodes and warnings (GET /api/diffloom/plugins). */
+  pluginReport() {
+    return this.request("/diffloom/plugins");
+  }
+
   /** Queue a UI-format workflow (the server converts it); resolves to {prompt_id, number, node_errors}. */
   queueWorkflow(workflow, { front = false } = {}) {
     return this.request("/prompt", {

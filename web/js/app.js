@@ -2,10 +2,12 @@
 
 import { LGraph, LGraphCanvas, LGraphGroup, LiteGraph } from "../vendor/litegraph/litegraph.es.js";
 import { Api, ApiError } from "./api.js";
+import { bindEditor, extensionHost } from "./compat.js";
 import { ErrorPanel, ExecutionView } from "./execution.js";
 import { WorkflowFiles } from "./files.js";
 import { NodeImages } from "./nodeimages.js";
 import { registerNodeTypes } from "./nodes.js";
+import { PluginPanels } from "./plugins.js";
 import { QueuePanels } from "./queue.js";
 import { el, showDialog, toast } from "./ui.js";
 import { ChangeTracker } from "./undo.js";
@@ -25,6 +27,8 @@ export class App {
     this.workflowName = "Unsaved workflow";
     this.images = new NodeImages(this);
     this.files = new WorkflowFiles(this);
+    this.extensions = extensionHost;
+    bindEditor(this);
   }
 
   async start() {
@@ -37,6 +41,12 @@ export class App {
       gallery: document.getElementById("gallery"),
       queueBadge: document.getElementById("queue-count"),
     });
+    this.plugins = new PluginPanels(this, {
+      panel: document.getElementById("plugin-list"),
+      notice: document.getElementById("plugin-notice"),
+      badge: document.getElementById("plugin-problems"),
+      tab: document.getElementById("tab-plugins"),
+    });
     this.tracker = new ChangeTracker(() => this.snapshot(), (state) => this.restore(state), () => this.onModified());
     this.bindToolbar();
     this.bindKeys();
@@ -45,6 +55,9 @@ export class App {
     this.api.addEventListener("status", () => this.queuePanels.refresh());
     this.api.addEventListener("connected", () => this.setConnection(true));
     this.api.addEventListener("disconnected", () => this.setConnection(false));
+    const report = this.plugins.fetchReport();
+    await this.loadExtensions();
+    await this.extensions.invoke("init");
     await this.loadNodeDefinitions();
     this.api.connect();
     const saved = sessionStorage.getItem(SESSION_KEY);
@@ -61,7 +74,22 @@ export class App {
     }
     this.queuePanels.refresh();
     this.files.refreshList();
+    await this.extensions.invoke("setup");
+    await report;
+    this.plugins.render();
+    this.extensions.onFailure = () => this.plugins.renderSoon(); // an extension may still fail later
     document.body.dataset.ready = "true";
+  }
+
+  /** Import the plugins' browser extensions (/extensions); a broken one is reported, never fatal. */
+  async loadExtensions() {
+    let urls = [];
+    try {
+      urls = await this.api.extensionUrls();
+    } catch (error) {
+      console.warn("diffloom: the server did not list its browser extensions:", error.message);
+    }
+    if (Array.isArray(urls) && urls.length) await this.extensions.load(urls.filter((u) => typeof u === "string"));
   }
 
   // ---------------------------------------------------------------- canvas
@@ -214,6 +242,7 @@ export class App {
     return {
       editText: (node, widget) => this.editText(node, widget),
       nodeCreated: (node) => this.onNodeCreated(node),
+      beforeRegister: (nodeType, nodeData) => this.extensions.invoke("beforeRegisterNodeDef", nodeType, nodeData),
       nodeConfigured: (node) => this.images.refreshUploadPreview(node),
       widgetChanged: (node, widget) => {
         if (widget?.options?.upload) this.images.refreshUploadPreview(node);
@@ -241,6 +270,7 @@ export class App {
       node.setSize([Math.max(node.size[0], 260), node.computeSize()[1]]);
       this.images.refreshUploadPreview(node);
     }
+    this.extensions.invokeSync("nodeCreated", node);
   }
 
   nodeMenuOptions(node, options) {
@@ -367,7 +397,9 @@ export class App {
 
   async loadNodeDefinitions() {
     this.objectInfo = await this.api.objectInfo();
-    registerNodeTypes(this.objectInfo, this.nodeHooks());
+    await this.extensions.invoke("addCustomNodeDefs", this.objectInfo);
+    await registerNodeTypes(this.objectInfo, this.nodeHooks());
+    await this.extensions.invoke("registerCustomNodes");
   }
 
   /** Reload /object_info (new models or images) keeping the current graph. */
@@ -418,6 +450,9 @@ export class App {
   }
 
   afterLoad(name, { keepHistory = false } = {}) {
+    for (const node of this.graph.nodes) this.extensions.invokeSync("loadedGraphNode", node);
+    const missing = [...new Set(this.graph.nodes.map((n) => n.type).filter((t) => !LiteGraph.registered_node_types[t]))];
+    this.extensions.invokeSync("afterConfigureGraph", missing);
     this.execution.clearErrors();
     this.execution.outputs.clear();
     this.reattachOutputs();
@@ -475,11 +510,12 @@ export class App {
 
   // ---------------------------------------------------------------- queueing
 
-  async queue({ front = false } = {}) {
-    const count = Math.max(1, Math.min(100, Number(document.getElementById("batch-count").value) || 1));
+  /** Queue the canvas's workflow `count` times (default: the Batch field). */
+  async queue({ front = false, count } = {}) {
+    const times = Math.max(1, Math.min(100, Number(count ?? document.getElementById("batch-count").value) || 1));
     this.closeTextEditor?.();
     this.execution.clearErrors();
-    for (let i = 0; i < count; i++) {
+    for (let i = 0; i < times; i++) {
       const workflow = serializeGraph(this.graph);
       try {
         const answer = await this.api.queueWorkflow(workflow, { front });

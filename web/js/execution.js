@@ -127,10 +127,18 @@ export class ExecutionView {
   }
 
   onExecuted({ node, output }) {
+    const target = this.node(node);
+    // ComfyUI's hook: extensions put it on node prototypes to show what a node returned
+    if (typeof target?.onExecuted === "function") {
+      try {
+        target.onExecuted(output ?? {});
+      } catch (error) {
+        this.app.extensions.failFromError(`onExecuted of ${target.type} node ${node}`, error);
+      }
+    }
     const images = output?.images ?? [];
     if (!images.length) return;
     this.outputs.set(String(node), images);
-    const target = this.node(node);
     if (target) this.app.images.set(target, images.map((image) => this.api.viewUrl(image)));
     this.app.queuePanels.addToGallery(images);
   }

@@ -360,15 +360,27 @@ for (const [property, index] of [["renderingColor", 0], ["renderingBgColor", 1]]
   });
 }
 
-/** Replace every registered node type with the ones `objectInfo` declares. */
-export function registerNodeTypes(objectInfo, hooks) {
-  for (const type of Object.keys(LiteGraph.registered_node_types)) LiteGraph.unregisterNodeType(type);
-  registerEditorNodes(hooks);
+/**
+ * Replace every registered node type with the ones `objectInfo` declares. Each class is offered to
+ * `hooks.beforeRegister(cls, def)` first (extensions patch it there); the swap itself is synchronous.
+ */
+export async function registerNodeTypes(objectInfo, hooks) {
+  const built = [];
   for (const [classType, def] of Object.entries(objectInfo)) {
     if (VIRTUAL_TYPES.has(classType)) continue;
     const cls = makeNodeClass(classType, def, hooks);
-    LiteGraph.registerNodeType(classType, cls);
     cls.category = def.category || "uncategorized";
     cls.description = def.description ?? "";
+    built.push([classType, cls, def]);
+  }
+  if (hooks.beforeRegister) {
+    for (const [, cls, def] of built) await hooks.beforeRegister(cls, def);
+  }
+  for (const type of Object.keys(LiteGraph.registered_node_types)) LiteGraph.unregisterNodeType(type);
+  registerEditorNodes(hooks);
+  for (const [classType, cls] of built) {
+    const { category } = cls; // litegraph derives a category from the type name; keep ours (or an extension's)
+    LiteGraph.registerNodeType(classType, cls);
+    cls.category = category;
   }
 }

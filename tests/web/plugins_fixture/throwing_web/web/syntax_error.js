@@ -1,0 +1,2 @@
+// Not valid JavaScript: the import fails.
+export const broken = ;

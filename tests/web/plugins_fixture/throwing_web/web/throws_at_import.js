@@ -1,0 +1,2 @@
+// Throws while the editor imports it.
+throw new Error("fixture extension exploded while loading");
