@@ -202,6 +202,11 @@ class PromptWorker:
             report_invalid(result, events.emit)
         with self._lock:
             self._current, self._current_node, self._interrupt = None, None, None
+        if result.status == "interrupted" and self._stop.is_set():
+            # Interrupted by a shutdown, not by the user: keep it queued so it runs again at the next start.
+            self.store.requeue(item.prompt_id, "the server stopped while this prompt ran; it runs again")
+            log.info("Prompt %s re-queued: the server is stopping", item.prompt_id)
+            return result
         self.prompts_run += 1
         record_finish(self.store, self.hub, item, result.status, outputs=result.outputs,
                       messages=[list(m) for m in result.messages], error=result.error, meta=events.meta,
