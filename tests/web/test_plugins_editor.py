@@ -139,8 +139,8 @@ def test_failed_plugins_are_named_with_their_cause_in_a_notice_and_listed_with_t
     for plugin, cause in FAILED.items():
         assert items[plugin].startswith(plugin) and cause in items[plugin], items[plugin]
     assert "not installed: diffloom-fixture-extra-package" in items["needs_extra"]
-    # all five hooks of its extension threw (nodeCreated and loadedGraphNode once per node, counted once)
-    assert "web extension: 3 scripts did not load, 5 hooks threw (first: " in items["throwing_web"]
+    # five hooks of its extension threw, and a method it put on KSampler (each counted once, not once per node)
+    assert "web extension: 3 scripts did not load, 6 hooks threw (first: " in items["throwing_web"]
     assert editor.page.locator("#plugin-problems").inner_text() == "4"
     editor.snap("notice")
 
@@ -166,7 +166,8 @@ def test_failed_plugins_are_named_with_their_cause_in_a_notice_and_listed_with_t
                    "/extensions/throwing_web/throws_at_import.js: Error: fixture extension exploded while loading",
                    "registerExtension: an extension named 'fixture.throwing' is already registered",
                    "fixture.throwing in setup: Error: fixture hook setup exploded",
-                   "fixture.throwing in nodeCreated: Error: fixture hook nodeCreated exploded (7 times)"):
+                   "fixture.throwing in nodeCreated: Error: fixture hook nodeCreated exploded (7 times)",
+                   "throws_in_hooks.js in onNodeCreated of KSampler: Error: fixture patched onNodeCreated exploded"):
         assert detail in throwing, (detail, throwing)
     editor.snap("plugins_tab")
 
@@ -220,6 +221,8 @@ def test_a_custom_event_reaches_the_extension_and_the_default_graph_still_queues
     assert marks["executed"] == [{"node": greeting, "output": {"text": ["hello plugins"]}}]
     assert editor.node(greeting)["title"] == "Greeting: hello plugins"
     assert editor.node(9)["images"], "the default graph's SaveImage shows its image"
+    assert marks["previews"] and {kind.split("/")[0] for kind in marks["previews"]} == {"image"}  # b_preview: Blobs
+    assert marks["statusSeen"] == 1  # a listener removed after its first status event
     history = plugin_server.get("/api/history")
     assert [entry["status"]["status_str"] for entry in history.values()] == ["success"]
     # the throwing listeners of the other extension were reported, and only them
@@ -244,5 +247,6 @@ def test_the_example_pack_extension_titles_its_text_node_and_hears_the_countdown
     editor.wait_idle()
     assert editor.node(2)["title"] == "Text: liftoff after 2 steps"
     assert editor.js("() => window.diffloom.graph.getNodeById(1).remaining") == 0  # drawn as "done" on the node
+    editor.snap("countdown_done")
     heard = [line for line in editor.console if "[example_pack]" in line]
     assert any("1 step(s) to go" in line for line in heard) and any("0 step(s) to go" in line for line in heard)

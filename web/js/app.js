@@ -242,7 +242,7 @@ export class App {
     return {
       editText: (node, widget) => this.editText(node, widget),
       nodeCreated: (node) => this.onNodeCreated(node),
-      beforeRegister: (nodeType, nodeData) => this.extensions.invoke("beforeRegisterNodeDef", nodeType, nodeData),
+      beforeRegister: (nodeType, nodeData) => this.extensions.beforeRegisterNodeDef(nodeType, nodeData),
       nodeConfigured: (node) => this.images.refreshUploadPreview(node),
       widgetChanged: (node, widget) => {
         if (widget?.options?.upload) this.images.refreshUploadPreview(node);

@@ -78,6 +78,8 @@ export class ExtensionHost {
       }
     }));
     this.scripts.sort((a, b) => a.url.localeCompare(b.url));
+    const imports = this.failures.filter((f) => f.hook === "import").sort((a, b) => a.script.localeCompare(b.script));
+    this.failures = [...imports, ...this.failures.filter((f) => f.hook !== "import")];
     // scripts load in parallel and register in whatever order they arrive: call hooks in the listed order
     const rank = (extension) => {
       const index = urls.indexOf(this.sources.get(extension));
@@ -126,6 +128,41 @@ export class ExtensionHost {
         return undefined;
       }
     }));
+  }
+
+  /**
+   * Offer a node class to every extension's beforeRegisterNodeDef, then guard the methods they put on
+   * its prototype: litegraph calls them deep inside its own work (creating, drawing, loading nodes),
+   * where one that throws would break the editor. A guarded method that throws is reported and
+   * returns undefined.
+   */
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!this.extensions.some((e) => typeof e.beforeRegisterNodeDef === "function")) return;
+    const proto = nodeType.prototype;
+    const before = new Map(Object.getOwnPropertyNames(proto).map((key) => [key, Object.getOwnPropertyDescriptor(proto, key).value]));
+    await this.invoke("beforeRegisterNodeDef", nodeType, nodeData);
+    for (const key of Object.getOwnPropertyNames(proto)) {
+      const { value, writable, configurable } = Object.getOwnPropertyDescriptor(proto, key);
+      if (key === "constructor" || typeof value !== "function" || value === before.get(key) || !(writable || configurable)) continue;
+      proto[key] = this.guard(value, `${key} of ${nodeData?.name ?? nodeType.type ?? "a node"}`);
+    }
+  }
+
+  /** `fn` wrapped so that an exception is reported (attributed by its stack) instead of thrown. */
+  guard(fn, hook) {
+    const host = this;
+    const guarded = function (...args) {
+      try {
+        const result = fn.apply(this, args);
+        if (result && typeof result.catch === "function") return result.catch((error) => host.failFromError(hook, error));
+        return result;
+      } catch (error) {
+        host.failFromError(hook, error);
+        return undefined;
+      }
+    };
+    guarded.unguarded = fn;
+    return guarded;
   }
 
   /** Call `hook(...args, app)` of every extension without waiting (node hooks run inside litegraph's calls). */

@@ -33,7 +33,7 @@ export function pluginProblems(report, host) {
   for (const script of report?.prestartup ?? []) {
     if (script.error) problems.push({ plugin: script.name, kind: "prestartup", text: `prestartup script failed: ${script.error}` });
   }
-  const byPlugin = new Map();
+  const byPlugin = new Map(); // host.failures lists script failures by address first: the same text on every load
   for (const failure of host.failures) {
     const name = failure.plugin || "(unknown plugin)";
     byPlugin.set(name, [...(byPlugin.get(name) ?? []), failure]);

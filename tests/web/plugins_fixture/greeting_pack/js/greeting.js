@@ -4,7 +4,7 @@ import { api } from "../../scripts/api.js";
 
 const marks = {
   order: [], initGotApp: false, created: 0, loaded: [], events: [], executed: [], graphNodesAtSetup: -1,
-  typesAtRegistration: 0,
+  typesAtRegistration: 0, previews: [], statusSeen: 0,
 };
 window.fixtureMarks = marks;
 
@@ -57,6 +57,14 @@ app.registerExtension({
     api.addEventListener("fixture.greeting", ({ detail }) => {
       marks.events.push(detail);
     });
+    api.addEventListener("b_preview", ({ detail }) => {
+      marks.previews.push(detail instanceof Blob ? detail.type : typeof detail);
+    });
+    const once = () => {
+      marks.statusSeen += 1;
+      api.removeEventListener("status", once);
+    };
+    api.addEventListener("status", once);
     document.body.dataset.fixtureSetup = "done";
   },
 });

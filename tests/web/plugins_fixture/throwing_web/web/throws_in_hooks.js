@@ -15,7 +15,17 @@ app.registerExtension({
   async setup() {
     throw new Error("fixture hook setup exploded");
   },
-  beforeRegisterNodeDef: fail("beforeRegisterNodeDef"),
+  beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData.name === "KSampler") {
+      // a patched method that throws inside litegraph's own work (creating every KSampler)
+      const onNodeCreated = nodeType.prototype.onNodeCreated;
+      nodeType.prototype.onNodeCreated = function () {
+        onNodeCreated?.apply(this, arguments);
+        throw new Error("fixture patched onNodeCreated exploded");
+      };
+    }
+    throw new Error("fixture hook beforeRegisterNodeDef exploded");
+  },
   nodeCreated: fail("nodeCreated"),
   loadedGraphNode: fail("loadedGraphNode"),
 });
