@@ -223,6 +223,9 @@ def test_a_custom_event_reaches_the_extension_and_the_default_graph_still_queues
     assert editor.node(9)["images"], "the default graph's SaveImage shows its image"
     assert marks["previews"] and {kind.split("/")[0] for kind in marks["previews"]} == {"image"}  # b_preview: Blobs
     assert marks["statusSeen"] == 1  # a listener removed after its first status event
+    # ComfyUI's details: status is {exec_info}, executing the running node's id, then null
+    assert set(marks["statusDetail"]) == {"exec_info"}
+    assert str(greeting) in marks["executing"] and "3" in marks["executing"] and marks["executing"][-1] is None
     history = plugin_server.get("/api/history")
     assert [entry["status"]["status_str"] for entry in history.values()] == ["success"]
     # the throwing listeners of the other extension were reported, and only them

@@ -9,10 +9,17 @@ import { serializeGraph } from "./workflow.js";
 // Extensions written for ComfyUI reach litegraph through globals.
 Object.assign(globalThis, { LiteGraph, LGraphCanvas, LGraphNode });
 
-// Event names ComfyUI's frontend uses for what this editor's Api dispatches under another name,
-// with the detail ComfyUI gives.
-const RENAMED_EVENTS = {
-  b_preview: { type: "preview", detail: (detail) => detail?.blob },
+// Events whose `detail` ComfyUI's frontend shapes differently from the server's `data` (which this
+// editor's Api dispatches), or names differently: `type` is the editor's event, `detail` makes
+// ComfyUI's detail of the editor's, `back` the editor's of ComfyUI's (for dispatchCustomEvent).
+const COMFY_EVENTS = {
+  status: { type: "status", detail: (d) => d?.status ?? null, back: (d) => ({ status: d }) },
+  executing: {
+    type: "executing",
+    detail: (d) => d?.display_node ?? d?.node ?? null,
+    back: (d) => ({ node: d, display_node: d }),
+  },
+  b_preview: { type: "preview", detail: (d) => d?.blob, back: (d) => ({ kind: "preview", blob: d, metadata: null }) },
 };
 
 let editor = null; // the running App
@@ -48,15 +55,17 @@ class ComfyApiFacade {
 
   /**
    * Listen to a websocket event: any type the server sends (built-in or sent by a plugin with
-   * PromptServer.instance.send_sync / graph.api.send), with the event's data as `detail`; "b_preview"
-   * gives the preview image Blob. A listener that throws is reported, never breaks the editor.
+   * PromptServer.instance.send_sync / graph.api.send), with the event's data as `detail`, except
+   * where ComfyUI's frontend gives another detail: "status" {exec_info}, "executing" the node id
+   * (null when the prompt is done), "b_preview" the preview image Blob. A listener that throws is
+   * reported, never breaks the editor.
    */
   addEventListener(type, listener, options) {
     if (typeof listener !== "function") return;
-    const renamed = RENAMED_EVENTS[type];
+    const shaped = COMFY_EVENTS[type];
     const source = callerScript();
     const wrapped = (event) => {
-      const seen = renamed ? new CustomEvent(type, { detail: renamed.detail(event.detail) }) : event;
+      const seen = shaped ? new CustomEvent(type, { detail: shaped.detail(event.detail) }) : event;
       try {
         const result = listener.call(this, seen);
         if (result && typeof result.catch === "function") result.catch((error) => this._report(type, source, error));
@@ -68,7 +77,7 @@ class ComfyApiFacade {
     if (byType.has(listener)) return;
     byType.set(listener, wrapped);
     this._listeners.set(type, byType);
-    const target = renamed?.type ?? type;
+    const target = shaped?.type ?? type;
     if (editor) editor.api.addEventListener(target, wrapped, options);
     else this._pending.push([target, wrapped, options]);
   }
@@ -77,15 +86,15 @@ class ComfyApiFacade {
     const wrapped = this._listeners.get(type)?.get(listener);
     if (!wrapped) return;
     this._listeners.get(type).delete(listener);
-    const target = RENAMED_EVENTS[type]?.type ?? type;
+    const target = COMFY_EVENTS[type]?.type ?? type;
     this._pending = this._pending.filter(([, w]) => w !== wrapped);
     editor?.api.removeEventListener(target, wrapped, options);
   }
 
-  /** Send an event to every listener of `type`, as if the server had sent it. */
+  /** Send an event to every listener of `type` (the editor's too), as if the server had sent it. */
   dispatchCustomEvent(type, detail) {
-    const target = RENAMED_EVENTS[type]?.type ?? type;
-    editor?.api.dispatchEvent(new CustomEvent(target, { detail }));
+    const shaped = COMFY_EVENTS[type];
+    editor?.api.dispatchEvent(new CustomEvent(shaped?.type ?? type, { detail: shaped ? shaped.back(detail) : detail }));
   }
 
   _bind() {

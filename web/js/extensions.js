@@ -12,14 +12,14 @@ export function pluginOfUrl(url) {
   return String(url ?? "").match(EXTENSION_URL)?.[1] ?? "";
 }
 
-/** The first /extensions/... script on the current call stack: where a call came from. */
+/** The innermost /extensions/... script named in an error's stack, or "". */
+export function scriptInStack(stack) {
+  return String(stack ?? "").match(/(\/extensions\/[^\s?#:)]+\.m?js)/)?.[1] ?? "";
+}
+
+/** The /extensions/... script that made the current call (found on the call stack), or "". */
 export function callerScript() {
-  const stack = new Error().stack ?? "";
-  for (const line of stack.split("\n")) {
-    const match = line.match(/(?:https?:\/\/[^/\s]+)?(\/extensions\/[^\s?#:)]+\.m?js)/);
-    if (match) return match[1];
-  }
-  return "";
+  return scriptInStack(new Error().stack);
 }
 
 const LOAD_TIMEOUT_MS = 15000; // a script or a start-up hook that takes longer is reported; the editor goes on
@@ -106,7 +106,7 @@ export class ExtensionHost {
 
   /** Record an error thrown by extension code the editor called indirectly (a patched node method). */
   failFromError(hook, error) {
-    const script = String(error?.stack ?? "").match(/(\/extensions\/[^\s?#:)]+\.m?js)/)?.[1] ?? "";
+    const script = scriptInStack(error?.stack);
     this.fail({ plugin: pluginOfUrl(script), script, extension: "", hook, error });
   }
 
@@ -142,8 +142,8 @@ export class ExtensionHost {
     const before = new Map(Object.getOwnPropertyNames(proto).map((key) => [key, Object.getOwnPropertyDescriptor(proto, key).value]));
     await this.invoke("beforeRegisterNodeDef", nodeType, nodeData);
     for (const key of Object.getOwnPropertyNames(proto)) {
-      const { value, writable, configurable } = Object.getOwnPropertyDescriptor(proto, key);
-      if (key === "constructor" || typeof value !== "function" || value === before.get(key) || !(writable || configurable)) continue;
+      const { value, writable } = Object.getOwnPropertyDescriptor(proto, key);
+      if (key === "constructor" || !writable || typeof value !== "function" || value === before.get(key)) continue;
       proto[key] = this.guard(value, `${key} of ${nodeData?.name ?? nodeType.type ?? "a node"}`);
     }
   }

@@ -9,10 +9,10 @@ app.registerExtension({
   name: "diffloom.example_pack",
 
   setup() {
-    // Which node runs now: "executing" names it (node is null when the prompt is done).
+    // Which node runs now: "executing" gives its id (null when the prompt is done).
     let running = null;
     api.addEventListener("executing", ({ detail }) => {
-      running = detail?.node ?? null;
+      running = detail;
     });
     api.addEventListener("execution_start", () => {
       for (const node of app.graph.nodes) if (node.comfyClass === "ExampleCountdown") node.remaining = undefined;

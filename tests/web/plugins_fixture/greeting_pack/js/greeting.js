@@ -4,7 +4,7 @@ import { api } from "../../scripts/api.js";
 
 const marks = {
   order: [], initGotApp: false, created: 0, loaded: [], events: [], executed: [], graphNodesAtSetup: -1,
-  typesAtRegistration: 0, previews: [], statusSeen: 0,
+  typesAtRegistration: 0, previews: [], statusSeen: 0, statusDetail: null, executing: [],
 };
 window.fixtureMarks = marks;
 
@@ -60,8 +60,12 @@ app.registerExtension({
     api.addEventListener("b_preview", ({ detail }) => {
       marks.previews.push(detail instanceof Blob ? detail.type : typeof detail);
     });
-    const once = () => {
+    api.addEventListener("executing", ({ detail }) => {
+      marks.executing.push(detail);
+    });
+    const once = ({ detail }) => {
       marks.statusSeen += 1;
+      marks.statusDetail = detail;
       api.removeEventListener("status", once);
     };
     api.addEventListener("status", once);
