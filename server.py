@@ -69,7 +69,9 @@ def load_custom_nodes(registry: NodeRegistry, folders: Any, options: ServerOptio
     """Plugins from custom_nodes/ (each isolated; a broken one is reported, never fatal)."""
     from nodes.compat import load_custom_nodes as load_plugins  # noqa: PLC0415
 
-    return load_plugins(registry, folders=folders, disabled=options.disable_all_custom_nodes)
+    allow = set(options.whitelist_custom_nodes) if options.whitelist_custom_nodes is not None else None
+    return load_plugins(registry, folders=folders, disabled=options.disable_all_custom_nodes, allow=allow,
+                        deny=set(options.deny_custom_nodes))
 
 
 def build_folders(options: ServerOptions) -> Any:

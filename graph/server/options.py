@@ -51,6 +51,8 @@ class ServerOptions:
     preview_method: str = "auto"
     preview_size: int = 512
     disable_all_custom_nodes: bool = False
+    whitelist_custom_nodes: tuple[str, ...] | None = None
+    deny_custom_nodes: tuple[str, ...] = ()
     disable_metadata: bool = False
     front_end_root: Path | None = None
     verbose: str = "INFO"
@@ -250,6 +252,9 @@ def build_parser(prog: str = "server.py") -> argparse.ArgumentParser:
                      help="re-queue (once) a prompt that was running when the server died, instead of "
                           "marking it interrupted")
     run.add_argument("--disable-all-custom-nodes", action="store_true", help="load no plugin from custom_nodes/")
+    run.add_argument("--whitelist-custom-nodes", nargs="+", default=None, metavar="NAME",
+                     help="load only these plugins (even with --disable-all-custom-nodes)")
+    run.add_argument("--deny-custom-nodes", nargs="+", default=[], metavar="NAME", help="never load these plugins")
     run.add_argument("--disable-metadata", action="store_true", help="write no workflow into saved images")
     scale = p.add_argument_group("scale-out (docs/scale-out.md)")
     where = scale.add_mutually_exclusive_group()
@@ -292,6 +297,8 @@ def options_from_namespace(ns: argparse.Namespace, default_base: Path | None = N
         max_upload_size=int(ns.max_upload_size * MB), enable_cors_header=ns.enable_cors_header,
         preview_method=ns.preview_method, preview_size=ns.preview_size,
         disable_all_custom_nodes=ns.disable_all_custom_nodes, disable_metadata=ns.disable_metadata,
+        whitelist_custom_nodes=tuple(ns.whitelist_custom_nodes) if ns.whitelist_custom_nodes is not None else None,
+        deny_custom_nodes=tuple(ns.deny_custom_nodes),
         front_end_root=ns.front_end_root, verbose=ns.verbose, quick_test_for_ci=ns.quick_test_for_ci,
         auth_token=ns.auth_token or os.environ.get(TOKEN_ENV) or None, history_max=ns.history_max,
         requeue_on_crash=ns.requeue_on_crash, extra_nodes=list(ns.extra_nodes),
