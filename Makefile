@@ -24,7 +24,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Until the trained demo model ships in models/checkpoints, an empty folder gets a tiny random SD1 model,
+# so the editor runs end to end (its pictures are noise).
 run: setup
+	@ls models/checkpoints/*.safetensors >/dev/null 2>&1 || $(PY) -c "from nodes.models.tiny import write_tiny_checkpoint; \
+		print('no checkpoint found: wrote', write_tiny_checkpoint('models/checkpoints', 'sd1', name='tiny-random-sd1'))"
 	$(PY) server.py --listen $(HOST) --port $(PORT)
 
 test: setup browser
