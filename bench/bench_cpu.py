@@ -1,10 +1,10 @@
 """What makes the CPU path faster: each setting measured before and after on one sampling step.
 
 A "step" here is one call of diffloom's denoiser (nodes.guidance: conditioning batched, CFG
-combined) on a real UNet, which is all of a sampling step but the sampler's own update. Each
-comparison is interleaved (A B, B A, ...) and reported as before/after time ratios per round
-(> 1: the "after" setting is faster), on wall time and on this process's CPU time; on a shared
-machine the CPU time is the steadier of the two.
+combined) on a real UNet, which is all of a sampling step but the sampler's own update. "Before"
+is without the setting, "after" with it. Each comparison is interleaved (A B, B A, ...) and
+reported as before/after time ratios per round (> 1: the setting makes the step faster), on wall
+time and on this process's CPU time; on a shared machine the CPU time is the steadier of the two.
 
     python bench/bench_cpu.py [--full] [--compile]
 """
@@ -184,7 +184,7 @@ ORDER = ("bf16", "channels-last", "batched cond/uncond", "attention", "threads",
 
 
 def specs(work: StepWorkload) -> dict[str, Spec]:
-    """Every setting of issue 9 that can be switched on one workload."""
+    """Every setting of issue 9 that can be switched on one workload: `before` without it, `after` with it."""
     from nodes.guidance import BATCH_COND_UNCOND  # noqa: PLC0415
 
     threads = torch.get_num_threads()
@@ -192,27 +192,27 @@ def specs(work: StepWorkload) -> dict[str, Spec]:
     out = {
         "autograd off": Spec("autograd off", ("no_grad", work.step(grad_mode="no_grad")),
                              ("inference_mode", work.step(grad_mode="inference")), 2.0,
-                             "inference_mode around every sampler run", "kept (already the default)"),
+                             "inference_mode around every sampler run", "default (it was already)"),
         "attention": Spec("attention", ("classic attention", (_set_attention(unet, True), work.step())),
                           ("SDPA", (_set_attention(unet, False), work.step())), 2.3,
-                          "SDPA (diffusers' AttnProcessor2_0)", "kept as default", cleanup=_set_attention(unet, False)),
-        "cfg=1 skips uncond": Spec("cfg=1 skips uncond", ("cfg 5 (cond+uncond)", work.step(cfg=5.0)),
-                                   ("cfg 1 (cond only)", work.step(cfg=1.0)), 1.6,
-                                   "the unconditional pass is skipped when cfg is 1", "kept as default"),
+                          "SDPA (diffusers' AttnProcessor2_0)", "default", cleanup=_set_attention(unet, False)),
+        "cfg=1 skips uncond": Spec("cfg=1 skips uncond", ("cfg 5: cond + uncond", work.step(cfg=5.0)),
+                                   ("cfg 1: cond only", work.step(cfg=1.0)), 1.6,
+                                   "the unconditional pass is skipped when cfg is 1", "default"),
         "batched cond/uncond": Spec("batched cond/uncond",
                                     ("two UNet calls", _with_option(work.model, BATCH_COND_UNCOND, False, work.step())),
                                     ("one batched call", work.step()), 2.3, "cond and uncond in one UNet call",
-                                    f"kept as default; model_options['{BATCH_COND_UNCOND}'] = False is the option"),
-        "channels-last": Spec("channels-last", ("channels-last", (_set_layout(unet, True), work.step())),
-                              ("contiguous", (_set_layout(unet, False), work.step())), 2.6,
-                              "contiguous (torch's default layout)", "option DIFFLOOM_CHANNELS_LAST=1 (default off)",
+                                    f"default; model_options['{BATCH_COND_UNCOND}'] = False is the option"),
+        "channels-last": Spec("channels-last", ("contiguous", (_set_layout(unet, False), work.step())),
+                              ("channels-last", (_set_layout(unet, True), work.step())), 2.6,
+                              "contiguous (torch's default layout)", "option DIFFLOOM_CHANNELS_LAST=1",
                               cleanup=_set_layout(unet, False)),
     }
     if threads > 1 and work.device.type == "cpu":
-        out["threads"] = Spec("threads", ("1 thread", (_set_threads(1), work.step())),
-                              (f"{threads} threads", (_set_threads(threads), work.step())), 3.0,
+        out["threads"] = Spec("threads", (f"{threads} threads", (_set_threads(threads), work.step())),
+                              ("1 thread", (_set_threads(1), work.step())), 3.0,
                               f"torch's default ({threads} = the cores), with GOMP_SPINCOUNT=0",
-                              "kept; DIFFLOOM_THREADS=N is the option", cleanup=_set_threads(threads))
+                              "option DIFFLOOM_THREADS=N", cleanup=_set_threads(threads))
     if work.dtype == torch.float32:
         holder: dict[str, torch.nn.Module] = {}
 
@@ -223,9 +223,8 @@ def specs(work: StepWorkload) -> dict[str, Spec]:
         def bf16_step() -> Any:
             return work.step(unet=holder["bf16"], dtype=torch.bfloat16)()
 
-        out["bf16"] = Spec("bf16", ("bf16 weights", bf16_step), ("fp32 weights", work.step()), 3.5,
-                           "fp32 on the CPU (bit-for-bit the same images on every machine)",
-                           "option DIFFLOOM_DTYPE=bf16", prepare=prepare)
+        out["bf16"] = Spec("bf16", ("fp32 weights", work.step()), ("bf16 weights", bf16_step), 3.5,
+                           "fp32 on the CPU", "option DIFFLOOM_DTYPE=bf16", prepare=prepare)
     return out
 
 
@@ -264,14 +263,13 @@ def compile_comparison(work: StepWorkload, *, rounds: int) -> tuple[Comparison, 
     first = timed(work.step(unet=compiled))
     log(f"  first compiled call (compile included): {first.wall:.1f} s")
     comparison = compare(work, "torch.compile", ("eager", work.step()), ("compiled", work.step(unet=compiled)),
-                         rounds=rounds, warmup=1, default="eager",
-                         verdict="option DIFFLOOM_COMPILE=1 (default off: minutes of compile per model and shape)")
+                         rounds=rounds, warmup=1, default="eager", verdict="option DIFFLOOM_COMPILE=1")
     return comparison, first.wall
 
 
 def markdown(comparisons: list[Comparison], compile_seconds: dict[str, float] | None = None) -> list[str]:
-    lines = ["| setting | model | before | after | wall before | wall after | speed-up, wall | speed-up, CPU time | "
-             "output change | default now | decision |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| setting | model | without (before) | with (after) | wall before | wall after | speed-up, wall | "
+             "speed-up, CPU time | output change | default now | decision |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in comparisons:
         diff = c.max_rel_diff
         lines.append(f"| {c.title} | {c.model} | {c.before} | {c.after} | {c.runs.wall(c.before).fmt(unit=' s')} | "
@@ -310,8 +308,12 @@ def plot(comparisons: list[Comparison], path: Path) -> Path:
     ax.set_yticks(y, labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("time before / time after  (> 1: 'after' is faster)")
-    ax.set_title("CPU settings, one sampling step, before vs after", fontsize=10)
+    ticks = [t for t in (0.25, 0.33, 0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
+             if min(med + wall) * 0.8 <= t <= max(med + wall) * 1.25]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("speed-up: time without / time with the setting  (> 1: the setting is faster)")
+    ax.set_title("CPU settings, one sampling step, without -> with", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -21,8 +21,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Interleaved, Stats, interleave, log  # noqa: E402
-from bench.models import (DiffusersPipe, Diffloom, StepClock, UNetTimer, bench_registry,  # noqa: E402
-                          check_same_work, configure_runtime, txt2img_prompt)
+
+import torch  # noqa: E402
+from bench.models import (LAST_LATENT, DiffusersPipe, Diffloom, StepClock, UNetTimer,  # noqa: E402
+                          bench_registry, check_same_work, configure_runtime, txt2img_prompt)
 
 
 @dataclass
@@ -45,9 +47,10 @@ class EngineFigures:
         """The engine's own time per step (outside the UNet), per run."""
         return Stats.of([c.own_per_step(clock) for c in self.clocks[engine]])
 
-    def unet(self, clock: str = "wall") -> Stats:
-        """UNet time per step, over the runs of both engines (the same module doing the same work)."""
-        return Stats.of([c.unet_per_step(clock) for cs in self.clocks.values() for c in cs])
+    def unet(self, clock: str = "wall", engine: str | None = None) -> Stats:
+        """UNet time per step over the runs of both engines (the same module doing the same work), or of one."""
+        engines = [engine] if engine else list(self.clocks)
+        return Stats.of([c.unet_per_step(clock) for e in engines for c in self.clocks[e]])
 
     def step_ratio(self, clock: str = "wall") -> Stats:
         """Per-round ratio diffloom / diffusers of the time per step."""
@@ -80,6 +83,8 @@ class EngineFigures:
 def compare(wrapped: Any, model_name: str, label: str, *, steps: int, size: int, rounds: int, decode: bool,
             cfg: float = 5.0, parity: bool = True, warmup_steps: int = 1) -> EngineFigures:
     """Interleaved diffloom / diffusers txt2img on one bench model (warm-up runs use `warmup_steps`)."""
+    from nodes.preview import preview_image  # noqa: PLC0415
+
     registry = bench_registry()
     ours = Diffloom(registry)
     theirs = DiffusersPipe(wrapped)
@@ -91,21 +96,30 @@ def compare(wrapped: Any, model_name: str, label: str, *, steps: int, size: int,
         ours.run(txt2img_prompt(model_name, steps=n, size=size, cfg=cfg, decode=decode), timer.clock)
         clocks["diffloom"].append(timer.clock)
 
+    last: dict[str, Any] = {}
+
     def run_theirs(n: int) -> None:
         timer.clock = StepClock()
-        theirs.run(steps=n, size=size, cfg=cfg, decode=decode, clock=timer.clock)
+        last["diffusers"] = theirs.run(steps=n, size=size, cfg=cfg, decode=decode, clock=timer.clock)
         clocks["diffusers"].append(timer.clock)
 
     try:
-        parity_diff = check_same_work(wrapped, registry, steps=2, size=size) if parity else None
-        run_ours(warmup_steps)
+        # Decoded runs are checked apart (cheap on the tiny model); latent runs compare their own last outputs.
+        parity_diff = check_same_work(wrapped, registry, steps=2, size=size) if parity and decode else None
+        # Warm-up, untimed: one short diffusers run warms the modules at these shapes, and diffloom's
+        # latent preview is fitted once (a small VAE decode diffloom does on its first run of a model).
         run_theirs(warmup_steps)
+        preview_image(wrapped.model, torch.zeros(1, 4, size // 8, size // 8))
         for name in clocks:
             clocks[name].clear()
         runs = interleave({"diffloom": lambda: run_ours(steps), "diffusers": lambda: run_theirs(steps)}, rounds,
                           warmup=0, progress=log)
     finally:
         timer.remove()
+    if parity and not decode:
+        ours_latent = LAST_LATENT["samples"].float().cpu()
+        theirs_latent = (last["diffusers"] / theirs.vae_module.config.scaling_factor).float().cpu()
+        parity_diff = float((ours_latent - theirs_latent).abs().max() / theirs_latent.abs().max())
     return EngineFigures(label, steps, size, decode, runs, clocks, parity_diff)
 
 
@@ -123,11 +137,13 @@ def markdown(figures: list[EngineFigures]) -> list[str]:
             f"{'-' if f.parity_rel is None else f'{f.parity_rel:.1e}'} |")
     lines += ["", "Decomposition (per step; UNet time is common to both engines, own time is everything else in the "
               "sampling loop):", "",
-              "| model | clock | UNet per step | own diffloom | own diffusers | **decomposed ratio** |",
-              "|---|---|---|---|---|---|"]
+              "| model | clock | UNet per step, both | UNet in diffloom | UNet in diffusers | own diffloom | "
+              "own diffusers | **decomposed ratio** |", "|---|---|---|---|---|---|---|---|"]
     for f in figures:
         for clock, unit in (("wall", "ms"), ("cpu", "CPU-ms")):
             lines.append(f"| {f.label} | {clock} | {f.unet(clock).fmt(1e3, 1, ' ' + unit)} | "
+                         f"{f.unet(clock, 'diffloom').median * 1e3:.1f} {unit} | "
+                         f"{f.unet(clock, 'diffusers').median * 1e3:.1f} {unit} | "
                          f"{f.own('diffloom', clock).fmt(1e3, 2, ' ' + unit)} | "
                          f"{f.own('diffusers', clock).fmt(1e3, 2, ' ' + unit)} | **{f.decomposed_ratio(clock):.4f}** |")
     return lines
@@ -152,11 +168,10 @@ def plot(figures: list[EngineFigures], path: Path) -> Path:
             st = f.step(n)
             ax.errorbar(i, st.median * scale, yerr=[[(st.median - st.low) * scale], [(st.high - st.median) * scale]],
                         fmt="k_", capsize=6, label="measured step: median, range" if i == 0 else None)
-            ax.annotate(f"own {f.own(n).median * 1e3:.2f} ms", (i, unet[i] + own[i]), ha="center",
-                        va="bottom", fontsize=7, xytext=(0, 12), textcoords="offset points")
         ax.set_title(f"{f.label}, {f.size} px\nstep ratio {f.step_ratio().median:.3f} "
                      f"(range {f.step_ratio().low:.2f}-{f.step_ratio().high:.2f}), "
                      f"decomposed {f.decomposed_ratio():.4f}", fontsize=9)
+        ax.set_xticks([0, 1], [f"{n}\nown time {f.own(n).median * 1e3:.2f} ms/step" for n in names])
         ax.set_ylabel(f"{unit} per step (wall)")
     axes[0][0].legend(fontsize=7, loc="lower left")
     fig.suptitle("Time per sampling step: diffloom vs diffusers on the same modules", fontsize=11)
@@ -170,14 +185,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="also the full-size SD1.5 at 256 px (slow)")
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--full-rounds", type=int, default=3)
     args = parser.parse_args()
-    from bench.models import full_model, full_parts, tiny_model  # noqa: PLC0415
+    from bench.models import full_checkpoint, load_full, tiny_model  # noqa: PLC0415
 
     configure_runtime(Path(tempfile.mkdtemp(prefix="diffloom-bench-")))
     figures = [compare(tiny_model(), "tiny", "tiny SD1", steps=10, size=64, rounds=args.rounds, decode=True)]
     if args.full:
-        figures.append(compare(full_model(full_parts()), "full", "SD1.5 size", steps=3, size=256, rounds=2,
-                               decode=False))
+        figures.append(compare(load_full(full_checkpoint()), "full", "SD1.5 size", steps=2, size=256,
+                               rounds=args.full_rounds, decode=False))
     print("\n".join(markdown(figures)))
 
 

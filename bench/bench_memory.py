@@ -55,6 +55,8 @@ def probe(files: list[str]) -> dict[str, Any]:
         out["load_seconds"].append(time.perf_counter() - t0)
         held.append(wrapped)
         out["after"].append(rss_bytes())
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # models on a GPU: its memory too
+            out.setdefault("gpu_allocated", []).append(int(torch.cuda.memory_allocated()))
     out["peak_rss"] = peak_rss_bytes()
     out["model_bytes"] = [sum(s.nbytes for s in w.slots.values()) for w in held]
     return out
@@ -155,6 +157,8 @@ def markdown(models: dict[str, Any] | None, prompts: PromptMemory | None) -> lis
             lines.append(f"| {i + 1} model{'s' if i else ''} loaded | **{rss / MB:,.0f} MB** | "
                          f"{nbytes / MB:,.0f} MB | {secs:.1f} s |")
         lines.append(f"| peak RSS of the process | **{models['peak_rss'] / MB:,.0f} MB** | | |")
+        for i, nbytes in enumerate(models.get("gpu_allocated", [])):
+            lines.append(f"| GPU memory allocated with {i + 1} model{'s' if i else ''} | {nbytes / MB:,.0f} MB | | |")
     if prompts is not None:
         n = len(prompts.rss)
         filled = prompts.filled_at(budget_bytes())

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import log
+from bench.common import log, synchronize
 
 import torch  # noqa: E402  (bench.common set the OpenMP environment first)
 
@@ -50,9 +50,13 @@ def BenchCheckpoint(name: str = Combo(model_names)) -> tuple[Any, Any, Any]:
     return wrapped.model, wrapped.clip, wrapped.vae
 
 
+LAST_LATENT: dict[str, torch.Tensor] = {}  # what BenchLatentSink saw last, to check both engines agree
+
+
 @node(category="bench", output_node=True, display_name="Bench Latent Sink")
 def BenchLatentSink(samples: dict[str, Any] = In("LATENT")) -> Result:
     """Ends a graph at the latent (full-size runs leave the VAE decode out of both engines)."""
+    LAST_LATENT["samples"] = samples["samples"]
     return Result(ui={"shape": list(samples["samples"].shape)})
 
 
@@ -181,6 +185,7 @@ class StepClock:
     unet_calls: list[tuple[float, float, float, float]] = field(default_factory=list)  # wall0, wall1, cpu0, cpu1
 
     def mark_step(self) -> None:
+        synchronize()
         self.step_ends.append((time.perf_counter(), time.process_time()))
 
     def per_step(self, clock: str = "wall") -> float:
@@ -206,9 +211,11 @@ class UNetTimer:
         self._handles = [unet.register_forward_pre_hook(self._pre), unet.register_forward_hook(self._post)]
 
     def _pre(self, *_: Any) -> None:
+        synchronize()
         self._start = (time.perf_counter(), time.process_time())
 
     def _post(self, *_: Any) -> None:
+        synchronize()
         if self.clock is not None:
             self.clock.unet_calls.append((self._start[0], time.perf_counter(), self._start[1], time.process_time()))
 
@@ -297,4 +304,5 @@ def check_same_work(wrapped: Any, registry: NodeRegistry, *, steps: int = 2, siz
                       denoise=1.0)["samples"]
     pipe = DiffusersPipe(wrapped)
     theirs = (pipe.run(steps=steps, size=size, decode=False) / pipe.vae_module.config.scaling_factor).float()
+    ours, theirs = ours.float().cpu(), theirs.cpu()
     return float((ours - theirs).abs().max() / theirs.abs().max())

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> tuple[Results, Budget]:
             res.objects.setdefault("engine", []).append(fig)
     if "cpu" in want:
         comps = res.attempt("cpu (tiny)", lambda: bench_cpu.run_comparisons(
-            bench_cpu.StepWorkload(tiny, "tiny SD1", size=64, calls=10), rounds=args.tiny_rounds, warmup=1))
+            bench_cpu.StepWorkload(tiny, "tiny SD1", size=64, calls=5), rounds=args.tiny_rounds, warmup=1))
         res.objects["cpu"] = list(comps or [])
     base = bench_cache.make_base(scratch / "server")
     if "cache" in want or "server" in want:
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> tuple[Results, Budget]:
         return res, budget
     if "engine" in want:
         fig = res.attempt("engine (full)", lambda: bench_engine.compare(
-            full, "full", "SD1.5 size", steps=FULL_STEPS, size=FULL_SIZE, rounds=2, decode=False))
+            full, "full", "SD1.5 size", steps=FULL_STEPS, size=FULL_SIZE, rounds=3, decode=False))
         if fig is not None:
             res.objects.setdefault("engine", []).append(fig)
     step_seconds = _full_step_seconds(res)
@@ -144,12 +144,12 @@ def _full_step_seconds(res: Results) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget-minutes", type=float, default=19.0,
-                        help="wall-clock budget; full-size measurements that do not fit are skipped (default 19)")
+    parser.add_argument("--budget-minutes", type=float, default=18.0,
+                        help="wall-clock budget; full-size measurements that do not fit are skipped (default 18)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     parser.add_argument("--skip-full", action="store_true", help="no full-size SD1.5 measurements")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (adds minutes)")
-    parser.add_argument("--tiny-rounds", type=int, default=8, help="interleaved rounds for tiny-model comparisons")
+    parser.add_argument("--tiny-rounds", type=int, default=6, help="interleaved rounds for tiny-model comparisons")
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where results.md, results.json and plots go")
     args = parser.parse_args()
     started = time.perf_counter()
