@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tests.hardening.hardening_harness import HardServer, strict_json
 from tests.hardening.strategies import HOSTILE_TEXT, api_prompts, deep, json_values, scalars, ui_workflows
-from tests.hardening.test_fuzz_prompts import chain, cycle, fuzz_settings
+from tests.hardening.prompt_checks import chain, cycle, fuzz_settings
 from tests.server.server_harness import http, wait_until
 
 REQUEST_TIMEOUT = 30.0  # an answer slower than this counts as a hang
@@ -148,7 +148,7 @@ def hostile_bodies(size: int) -> dict[str, bytes]:
 
 
 def test_hostile_bodies_get_a_clean_refusal(target: HardServer, heavy: bool, figures: Any) -> None:
-    size = 20_000 if heavy else 3_000
+    size = 20_000 if heavy else 2_000
     answers = {}
     for name, raw in hostile_bodies(size).items():
         status, _ = send(target, "/prompt", data=raw)

@@ -19,7 +19,7 @@ from graph.ui_workflow import INTERNAL_ERROR_PREFIX, WorkflowConversionError, co
 from graph.validation import validate_prompt
 from tests.hardening import hardening_nodes
 from tests.hardening.strategies import deep, json_values, ui_workflows
-from tests.hardening.test_fuzz_prompts import HANG_SECONDS, check_verdict, fuzz_settings
+from tests.hardening.prompt_checks import HANG_SECONDS, check_verdict, fuzz_settings
 from tests.server import server_nodes
 from tests.server.server_harness import ui_workflow
 
@@ -56,7 +56,7 @@ def test_hostile_ui_workflows_convert_or_are_refused(registry: NodeRegistry, hea
     info = registry.object_info()
     seen = {"cases": 0, "converted": 0, "refused": 0, "converted_and_valid": 0}
 
-    @fuzz_settings(heavy, 200, 6000)
+    @fuzz_settings(heavy, 120, 6000)
     @given(ui_workflows(info))
     def check(workflow: dict[str, Any]) -> None:
         seen["cases"] += 1
@@ -81,7 +81,7 @@ def test_a_real_workflow_mutated_converts_or_is_refused(registry: NodeRegistry, 
                                         for key in ("id", "type", "mode", "inputs", "outputs", "widgets_values")] + \
         [("links", i, j) for i in range(len(base["links"])) for j in range(6)]
 
-    @fuzz_settings(heavy, 200, 5000)
+    @fuzz_settings(heavy, 120, 5000)
     @given(st.lists(st.tuples(st.sampled_from(paths), json_values(6)), min_size=1, max_size=4))
     def check(changes: list[tuple[tuple[Any, ...], Any]]) -> None:
         count[0] += 1
@@ -107,7 +107,7 @@ def _has(holder: Any, key: Any) -> bool:
 
 def test_huge_and_deep_workflows(registry: NodeRegistry, heavy: bool, figures: Any) -> None:
     info = registry.object_info()
-    size = 20_000 if heavy else 3_000
+    size = 20_000 if heavy else 2_000
     nodes = [{"id": i + 1, "type": "TestImage" if i == 0 else "Reroute", "mode": 0,
               "inputs": [] if i == 0 else [{"name": "", "type": "*", "link": i}],
               "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [i + 1]}], "widgets_values": [8, 8, 0.5]}

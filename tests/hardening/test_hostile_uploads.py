@@ -21,7 +21,7 @@ from PIL import Image
 
 from tests.hardening.hardening_harness import HardServer, RssSampler, strict_json
 from tests.hardening.strategies import HOSTILE_TEXT
-from tests.hardening.test_fuzz_prompts import fuzz_settings
+from tests.hardening.prompt_checks import fuzz_settings
 from tests.server.server_harness import http, multipart
 
 MB = 1 << 20

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from tests.hardening.hardening_harness import HardServer, RssSampler, percentile
+from tests.hardening.prompt_checks import chain
 from tests.server.server_harness import decode_frame, image_prompt
 
 MB = 1 << 20
@@ -58,17 +59,16 @@ class Client:
     finished: set[str] = field(default_factory=set)
 
 
-async def listen(ws: aiohttp.ClientWebSocketResponse, client: Client, done: asyncio.Event) -> None:
-    while not done.is_set():
+async def listen(ws: aiohttp.ClientWebSocketResponse, client: Client) -> None:
+    while True:
         msg = await ws.receive()
         if msg.type == aiohttp.WSMsgType.TEXT:
             event = json.loads(msg.data)
             kind, data = event["type"], event["data"]
             client.events.append((kind, data))
-            if kind == "executing" and data.get("node") is None and data.get("prompt_id") in client.prompt_ids:
+            # A quick prompt may finish before its POST is answered: note every end, match them later.
+            if kind == "executing" and data.get("node") is None and data.get("prompt_id"):
                 client.finished.add(data["prompt_id"])
-                if client.finished == client.prompt_ids and len(client.prompt_ids) > 0:
-                    done.set()
         elif msg.type == aiohttp.WSMsgType.BINARY:
             frame = decode_frame(msg.data)
             if frame.metadata is not None:
@@ -107,8 +107,7 @@ async def load_run(server: HardServer, scale: Scale) -> dict[str, Any]:
                 await ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
             sockets.append(ws)
         sleepers = [await session.ws_connect(f"{server.ws_url}?clientId=sleeper-{i}") for i in range(2)]
-        dones = [asyncio.Event() for _ in clients]
-        listeners = [asyncio.ensure_future(listen(ws, c, d)) for ws, c, d in zip(sockets, clients, dones)]
+        listeners = [asyncio.ensure_future(listen(ws, c)) for ws, c in zip(sockets, clients)]
         pollers = [asyncio.ensure_future(poll(i)) for i in range(scale.pollers)]
         started = time.perf_counter()
         for round_ in range(scale.prompts_per_client):
@@ -118,7 +117,14 @@ async def load_run(server: HardServer, scale: Scale) -> dict[str, Any]:
                 async with session.post(server.url + "/prompt", json={"prompt": prompt, "client_id": client.sid}) as r:
                     assert r.status == 200, await r.text()
                     client.prompt_ids.add((await r.json())["prompt_id"])
-        await asyncio.wait_for(asyncio.gather(*(d.wait() for d in dones)), TIME_LIMIT)
+
+        async def all_finished() -> None:
+            while not all(c.prompt_ids <= c.finished for c in clients):
+                dead = [t for t in listeners if t.done()]
+                assert not dead, f"a websocket listener stopped: {dead[0]}"
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(all_finished(), TIME_LIMIT)
         elapsed = time.perf_counter() - started
         stop_polling.set()
         await asyncio.gather(*pollers)
@@ -191,3 +197,39 @@ def test_many_clients_get_their_own_events_while_the_server_stays_responsive(loa
         rss_baseline_mb=round(baseline / MB, 1), rss_peak_mb=round(sampler.peak / MB, 1),
         rss_growth_mb=round(growth / MB, 1), cache_peak_bytes=cache_peak[0], cache_budget_bytes=CACHE_BUDGET,
         foreign_events=0, prompts_lost=0)
+
+
+BYTES_PER_NODE_BUDGET = 4096
+
+
+def test_a_big_prompt_sends_events_in_proportion_to_its_size(loaded: HardServer, heavy: bool, figures: Any) -> None:
+    """The events of an n-node prompt must grow like n, not n^2: one client must not be able to make the
+    server build and send gigabytes with a prompt of a few hundred kilobytes."""
+    size = 2000 if heavy else 600
+    prompt = chain(size)
+    prompt["0"]["inputs"]["text"] = f"fresh-{time.time_ns()}"  # nothing of it is cached
+
+    async def scenario() -> dict[str, int]:
+        received: dict[str, int] = {}
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(f"{loaded.ws_url}?clientId=big-prompt", max_msg_size=0)
+            await ws.receive_json(timeout=30)
+            async with session.post(loaded.url + "/prompt", json={"prompt": prompt, "client_id": "big-prompt"}) as r:
+                assert r.status == 200, await r.text()
+                prompt_id = (await r.json())["prompt_id"]
+            while True:
+                msg = await ws.receive(timeout=TIME_LIMIT)
+                event = json.loads(msg.data)
+                received[event["type"]] = received.get(event["type"], 0) + len(msg.data)
+                if event["type"] == "executing" and event["data"] == {"node": None, "prompt_id": prompt_id}:
+                    break
+            await ws.close()
+        return received
+
+    received = asyncio.run(scenario())
+    total = sum(received.values())
+    figures.record(nodes=size + 1, websocket_bytes=total, bytes_per_node=total // (size + 1),
+                   progress_state_bytes=received.get("progress_state", 0))
+    assert total < BYTES_PER_NODE_BUDGET * (size + 1), (
+        f"{total} bytes of events for {size + 1} nodes ({total // (size + 1)} per node): "
+        f"progress_state sent {received.get('progress_state', 0)} bytes, the state of every node again at every node")

@@ -6,13 +6,10 @@ mutates the bytes of real files, the safetensors header and torch's zip and lega
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
 import struct
-import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,51 +21,16 @@ from hypothesis import strategies as st
 from nodes.models.checkpoint import TensorFile, detect_file, load_checkpoint, read_state_dict
 from nodes.models.detect import CheckpointError
 from nodes.models.safe_pickle import UnsafePickleError, load_torch_file
-from tests.hardening.test_fuzz_prompts import fuzz_settings
-
-
-class Payload:
-    """Unpickling this runs os.mkdir(path): the proof that code from a file ran."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        return os.mkdir, (str(self.path),)
-
-
-class EvalPayload:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        return eval, (f"__import__('os').mkdir({str(self.path)!r})",)
-
-
-def safetensors_bytes(header: Any, data: bytes = b"") -> bytes:
-    raw = json.dumps(header).encode()
-    return struct.pack("<Q", len(raw)) + raw + data
-
-
-def small_safetensors(keys: dict[str, tuple[int, ...]]) -> bytes:
-    header, offset = {}, 0
-    for key, shape in keys.items():
-        size = 4 * int(torch.tensor(shape).prod().item()) if shape else 4
-        header[key] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    return safetensors_bytes(header, b"\x00" * offset)
-
-
-def torch_zip(obj: Any) -> bytes:
-    out = io.BytesIO()
-    torch.save(obj, out)
-    return out.getvalue()
-
-
-def torch_legacy(obj: Any) -> bytes:
-    out = io.BytesIO()
-    torch.save(obj, out, _use_new_zipfile_serialization=False)
-    return out.getvalue()
+from tests.hardening.model_files import (
+    EvalPayload,
+    Payload,
+    safetensors_bytes,
+    small_safetensors,
+    torch_legacy,
+    torch_zip,
+    zip_bytes,
+)
+from tests.hardening.prompt_checks import fuzz_settings
 
 
 def bad_files(tiny: bytes, canary: Path) -> dict[str, tuple[str, bytes]]:
@@ -109,7 +71,7 @@ def bad_files(tiny: bytes, canary: Path) -> dict[str, tuple[str, bytes]]:
                                                                       "decoder.head.bias": (4,)})),
         "llm_like": ("llm.safetensors", small_safetensors({"model.embed_tokens.weight": (8, 4),
                                                             "lm_head.weight": (8, 4)})),
-        "zip_not_torch": ("archive.ckpt", _zip({"notes.txt": b"hello"})),
+        "zip_not_torch": ("archive.ckpt", zip_bytes({"notes.txt": b"hello"})),
         "ckpt_with_code": ("code.ckpt", torch_zip(payload)),
         "ckpt_with_eval": ("eval.ckpt", torch_zip({"w": torch.zeros(1), "x": EvalPayload(canary)})),
         "legacy_ckpt_with_code": ("legacy.ckpt", torch_legacy(payload)),
@@ -118,14 +80,6 @@ def bad_files(tiny: bytes, canary: Path) -> dict[str, tuple[str, bytes]]:
         "ckpt_no_tensors": ("notensors.ckpt", torch_zip({"epoch": 3, "note": "no weights here"})),
         "ckpt_truncated": ("cut.ckpt", torch_zip({"w": torch.zeros(64)})[:300]),
     }
-
-
-def _zip(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        for name, content in files.items():
-            archive.writestr(name, content)
-    return out.getvalue()
 
 
 def load(path: Path) -> Any:

@@ -72,7 +72,7 @@ def test_threads_saving_with_one_prefix_never_collide(save_runtime: Path, heavy:
 
 
 def test_processes_saving_into_one_folder_never_collide(tmp_path: Path, heavy: bool, figures: Any) -> None:
-    processes, per_process = (6, 100) if heavy else (3, 16)
+    processes, per_process = (6, 100) if heavy else (2, 16)
     output = tmp_path / "shared"
     output.mkdir()
     env = {**os.environ, "GOMP_SPINCOUNT": "0", "HF_HUB_OFFLINE": "1"}

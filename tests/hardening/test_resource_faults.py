@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from tests.hardening.hardening_harness import TORCH_NODES, HardServer
-from tests.hardening.test_model_file_faults import Payload, small_safetensors, torch_zip
+from tests.hardening.model_files import Payload, small_safetensors, torch_zip
 from tests.server.server_harness import Socket
 
 MB = 1 << 20
