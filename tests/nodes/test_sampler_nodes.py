@@ -178,3 +178,38 @@ def test_parity_with_diffusers_stable_diffusion_pipeline(runtime: Any) -> None:
     theirs = theirs / vae_module.config.scaling_factor
     assert torch.allclose(ours["samples"], theirs.float().cpu(), atol=1e-4, rtol=1e-4), \
         (ours["samples"] - theirs).abs().max()
+
+
+def test_areas_masks_and_step_ranges_steer_sampling(runtime: Any) -> None:
+    """Conditioning restricted to an area, a mask or a step range changes only what it should."""
+    from nodes import conditioning as C
+
+    model, clip, _ = load()
+    red, neg = conds(clip, "a red circle")
+    blue, _ = conds(clip, "a blue square")
+    latent = EmptyLatentImage(width=64, height=64, batch_size=1)
+
+    def run(positive: Any) -> torch.Tensor:
+        return S.KSampler(model=model, seed=2, steps=3, cfg=4.0, sampler_name="euler", scheduler="normal",
+                          positive=positive, negative=neg, latent_image=latent, denoise=1.0)["samples"]
+
+    plain = run(red)
+
+    def change(out: torch.Tensor) -> tuple[float, float]:
+        """Mean change against the plain result in the left and the right half of the latent."""
+        diff = (out - plain).abs()
+        return float(diff[..., :4].mean()), float(diff[..., 4:].mean())
+
+    # Blue only in the right half: the right half changes far more than the left (which moves only
+    # because the red prediction sees the whole latent).
+    right = C.ConditioningSetArea(conditioning=blue, width=32, height=64, x=32, y=0, strength=1.0)
+    left_change, right_change = change(run(C.ConditioningCombine(conditioning_1=red, conditioning_2=right)))
+    assert right_change > 3 * left_change > 0
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, 32:] = 1.0
+    masked = C.ConditioningSetMask(conditioning=blue, mask=mask, strength=1.0, set_cond_area="default")
+    left_change, right_change = change(run(C.ConditioningCombine(conditioning_1=red, conditioning_2=masked)))
+    assert right_change > 3 * left_change > 0
+    # A conditioning whose step range excludes every step gives exactly the result without it.
+    never = C.ConditioningSetTimestepRange(conditioning=blue, start=1.0, end=1.0)
+    assert torch.equal(run(C.ConditioningCombine(conditioning_1=red, conditioning_2=never)), plain)
