@@ -326,6 +326,10 @@ class EventForwarder:
                  for node, s in self.states.items()}
         self.hub.call_threadsafe(self.hub.send, "progress_state", {"prompt_id": self.prompt_id, "nodes": nodes},
                                  self.sid)
+        # A node's end is announced once: resending every finished node at every step grows with the square
+        # of the prompt's size (54 KB per node at 600 nodes), so later messages carry only live nodes.
+        for node in [n for n, st in self.states.items() if st.get("state") != "running"]:
+            del self.states[node]
 
     def _preview(self, data: dict[str, Any]) -> None:
         image, mime = encode_preview(data["image"], self.preview_size)
