@@ -127,7 +127,7 @@ class WorkerPool:
         if not self._started:
             return
         self._stop.set()
-        self.interrupt()
+        self._interrupt_all(by_user=False)
         with self._cond:
             self._cond.notify_all()
         deadline = time.monotonic() + timeout
@@ -178,11 +178,14 @@ class WorkerPool:
 
     def interrupt(self, prompt_id: str | None = None) -> bool:
         """Interrupt prompt_id wherever it runs (every running prompt when None). True if one was running."""
+        return self._interrupt_all(prompt_id)
+
+    def _interrupt_all(self, prompt_id: str | None = None, *, by_user: bool = True) -> bool:
         with self._cond:
             targets = [(s, s.item.prompt_id) for s in self.slots
                        if s.item is not None and (prompt_id is None or s.item.prompt_id == prompt_id)]
             for slot, _ in targets:
-                slot.interrupt_requested = True
+                slot.interrupt_requested |= by_user
         for slot, pid in targets:
             slot.backend.interrupt(pid)
         return bool(targets)
@@ -362,12 +365,19 @@ class WorkerPool:
         started = time.perf_counter()
         result = slot.backend.run(job, events.emit)
         with self._cond:
+            by_user = slot.interrupt_requested
             slot.item, slot.node, slot.interrupt_requested = None, None, False
             if result.info:
                 slot.info, slot.held = dict(result.info), frozenset(result.info.get("held_models", ()))
             slot.state, slot.idle_since = "ready", time.monotonic()
-            slot.prompts_run += 1
             self._cond.notify_all()
+        if result.status == "interrupted" and self._stop.is_set() and not by_user:
+            # Stopped by the server's shutdown, not by a user: it stays queued and runs at the next start.
+            self.store.requeue(item.prompt_id, "the server stopped while this prompt ran; it runs again")
+            log.info("Prompt %s re-queued: the server is stopping", item.prompt_id)
+            return
+        with self._cond:
+            slot.prompts_run += 1
         record_finish(self.store, self.hub, item, result.status, outputs=result.outputs, messages=result.messages,
                       error=result.error, meta=events.meta, worker_id=slot.worker_id)
         log.info("Prompt %s %s on worker %s in %.2f seconds", item.prompt_id, result.status, slot.worker_id,
@@ -390,7 +400,9 @@ class WorkerPool:
                 return
             reason = f"worker {slot.worker_id} ({where}) died while running this prompt: {exc}"
             sid = item.extra_data.get("client_id") or None
-            if interrupted or self._stop.is_set():
+            if self._stop.is_set() and not interrupted:
+                self.store.requeue(item.prompt_id, reason + "; the server is stopping, it runs again at the next start")
+            elif interrupted:
                 data = {"prompt_id": item.prompt_id, "node_id": node, "node_type": None, "executed": [],
                         "timestamp": _now_ms(), "reason": reason}
                 self.hub.call_threadsafe(self.hub.send, "execution_interrupted", data, sid)

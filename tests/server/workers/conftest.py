@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -20,3 +21,13 @@ def pool_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     finally:
         code = proc.stop()
     assert code == 0, f"server exited with {code}:\n{proc.log()[-3000:]}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    """A failing pool test shows the end of the server's log (workers, dispatch, restarts) in its report."""
+    outcome = yield
+    report = outcome.get_result()
+    server = getattr(item, "funcargs", {}).get("pool_server")
+    if report.failed and isinstance(server, ServerProcess):
+        report.sections.append(("server log", server.log()[-6000:]))

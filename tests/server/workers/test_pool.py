@@ -29,7 +29,15 @@ def test_two_workers_run_prompts_at_once_and_both_are_used(pool_server: ServerPr
             await sock.next_event()
             ids = [pool_server.queue(image_prompt(value=0.1 * (i + 1), steps=8, delay=0.1, prefix=f"both{i}"),
                                      client_id="both") for i in range(4)]
-            per_prompt = {pid: await sock.until_done(pid) for pid in ids}
+            done: set[str] = set()
+
+            def all_done(kind: str, data: dict) -> bool:  # they finish in any order: they run side by side
+                if kind == "executing" and data.get("node") is None:
+                    done.add(data.get("prompt_id"))
+                return done >= set(ids)
+
+            await sock.until(all_done, timeout=120)
+            per_prompt = {pid: [(k, d) for k, d in sock.events if d.get("prompt_id") == pid] for pid in ids}
             await sock.ws.close()
             assert len(sock.frames) >= 4 * 8  # a preview per progress step, streamed back from the workers
             return per_prompt
@@ -141,3 +149,15 @@ def test_a_worker_killed_while_idle_comes_back_without_touching_the_queue(pool_s
     entry = pool_server.wait_history(pid)
     assert entry["status"]["status_str"] == "success"
     assert [m[0] for m in entry["status"]["messages"]][0] == "execution_start"  # not a retry
+
+
+def test_a_prompt_stopped_by_a_shutdown_runs_again_after_the_restart(pool_server: ServerProcess) -> None:
+    stopped = pool_server.queue(image_prompt(value=0.15, steps=300, delay=0.05, prefix="shutdown"))
+    worker_running(pool_server, stopped, node="2")
+    assert pool_server.stop() == 0  # SIGTERM: the running prompt is interrupted and stays queued
+    pool_server.start()
+    wait_workers_ready(pool_server)
+    entry = pool_server.wait_history(stopped, timeout=120)
+    assert entry["status"]["status_str"] == "success"
+    name, note = entry["status"]["messages"][0]
+    assert name == "execution_requeued" and "server stopped" in note["reason"]
