@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from nodes.demo_model import architecture as arch
 from nodes.demo_model.controlnet_export import CONTROL_PREFIX, controlnet_to_ldm, save_controlnet
@@ -14,8 +13,6 @@ from nodes.models.checkpoint import load_checkpoint
 from nodes.models.tokenizers import clip_tokenizer
 
 ROOT = Path(__file__).resolve().parents[3]
-SHIPPED_CHECKPOINT = ROOT / "models" / "checkpoints" / "diffloom-shapes.safetensors"
-SHIPPED_CONTROLNET = ROOT / "models" / "controlnet" / "diffloom-shapes-depth.safetensors"
 
 
 def _randomise(module: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -117,31 +114,3 @@ def test_single_file_rebuilds_the_same_modules_through_the_loader(modules: dict,
         assert torch.equal(parts.text_encoders[0](ids).last_hidden_state, context)
         assert torch.equal(parts.unet(latents, t, context).sample, modules["unet"](latents, t, context).sample)
         assert torch.equal(parts.vae.decode(latents).sample, modules["vae"].decode(latents).sample)
-
-
-def test_shipped_checkpoint_loads_as_sd1_through_the_loader() -> None:
-    parts = load_checkpoint(SHIPPED_CHECKPOINT, dtype=torch.float32)
-    assert (parts.family, parts.prediction_type, parts.variant) == ("sd1", "epsilon", "base")
-    assert parts.extra["unused_keys"] == []
-    assert parts.unet.config.block_out_channels == tuple(arch.UNET_WIDTHS) or \
-        list(parts.unet.config.block_out_channels) == list(arch.UNET_WIDTHS)
-    assert parts.text_encoders[0].config.vocab_size == arch.CLIP_VOCAB
-    assert parts.extra["metadata"]["diffloom.model"] == "diffloom-shapes"
-    assert SHIPPED_CHECKPOINT.stat().st_size < 20_000_000
-
-
-def test_shipped_controlnet_is_in_the_original_layout() -> None:
-    from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint, infer_diffusers_model_type
-    from safetensors.torch import load_file
-
-    raw = load_file(str(SHIPPED_CONTROLNET))
-    assert all(k.startswith(CONTROL_PREFIX) for k in raw)
-    assert infer_diffusers_model_type(raw) == "controlnet"
-    with safe_open(str(SHIPPED_CONTROLNET), "pt") as f:
-        assert f.metadata()["diffloom.model"] == "diffloom-shapes-depth"
-    parts = load_checkpoint(SHIPPED_CHECKPOINT, parts=("unet",), dtype=torch.float32)
-    controlnet = arch.build_controlnet(parts.unet)
-    state = convert_controlnet_checkpoint({k.removeprefix(CONTROL_PREFIX): v.float() for k, v in raw.items()},
-                                          {"layers_per_block": 1})
-    controlnet.load_state_dict(state, strict=True)
-    assert SHIPPED_CONTROLNET.stat().st_size < 10_000_000
