@@ -12,7 +12,6 @@ from nodes.demo_model.export import fold_latent_normalisation, latent_statistics
 from nodes.models.checkpoint import load_checkpoint
 from nodes.models.tokenizers import clip_tokenizer
 
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _randomise(module: torch.nn.Module, seed: int) -> torch.nn.Module:
