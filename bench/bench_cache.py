@@ -182,7 +182,7 @@ def plot(figures: list[CacheFigures], path: Path) -> Path:
     ax.set_xticks([k + width * (len(figures) - 1) / 2 for k in range(len(KINDS))], list(KINDS))
     ax.set_yscale("log")
     ax.set_ylabel("ms until the result (median, range)")
-    ax.set_title("Re-running the default graph (tiny SD1, 256 px, 10 steps)", fontsize=10)
+    ax.set_title("Re-running the default graph (tiny SD1 checkpoint, 64 px, 20 steps)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -240,12 +240,11 @@ def run_comparisons(work: StepWorkload, *, rounds: int, warmup: int, titles: tup
             continue
         n = rounds
         if allow is not None and step_seconds is not None:
-            estimate = spec.cost * step_seconds * (rounds + warmup)
-            if not allow(estimate, f"{title} on {work.label}"):
-                if rounds > 1 and allow(spec.cost * step_seconds * (1 + warmup), ""):
-                    n = 1
-                else:
-                    continue
+            # As many rounds as fit (at least one); a comparison is skipped only if not even one fits.
+            n = next((r for r in range(rounds, 0, -1) if allow(spec.cost * step_seconds * (r + warmup), "")), 0)
+            if n == 0:
+                allow(spec.cost * step_seconds * (1 + warmup), f"{title} on {work.label}")  # records the skip
+                continue
         release = spec.prepare() if spec.prepare is not None else None
         try:
             out.append(compare(work, spec.title, spec.before, spec.after, rounds=n, warmup=warmup,

@@ -5,7 +5,7 @@ checkpoint files through the model manager, reads every weight once (so that mem
 weights are really resident) and reports its RSS after each, and its peak.
 
 Prompts: a real `server.py` with a small output-cache budget runs 100 distinct prompts (new seed and
-new text each time, 128 px batch 4, so every prompt adds ~0.8 MB of images to the cache) on the tiny
+new text each time, 128 px batch 2, so every prompt adds ~0.4 MB of images to the cache) on the tiny
 model; the server's RSS and the cache's bytes are read after each one. Flat means: after the cache
 has filled its budget, RSS stops growing.
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ROOT, log, peak_rss_bytes, rss_bytes  # noqa: E402
 
 MB = 1 << 20
-CACHE_BUDGET = "16MB"
+CACHE_BUDGET = "8MB"
 
 
 # ---- models ---------------------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ async def _prompts(url: str, pid: int, count: int) -> PromptMemory:
         client = await Client(session, url).connect()
         try:
             for i in range(count):
-                prompt = default_graph(seed=1000 + i, text=f"a red circle number {i}", steps=2, size=128, batch=4,
+                prompt = default_graph(seed=1000 + i, text=f"a red circle number {i}", steps=1, size=128, batch=2,
                                        save=False)
                 timing = await client.run_prompt(prompt)
                 stats = await get_json(session, url + "/system_stats")
@@ -195,7 +195,7 @@ def plot(prompts: PromptMemory, path: Path) -> Path:
     twin.set_ylim(0, budget_bytes() / MB * 1.6)
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     ax.legend(handles, [str(h.get_label()) for h in handles], fontsize=8, loc="lower right")
-    ax.set_title("Server memory over 100 distinct prompts (tiny SD1, 128 px, batch 4)", fontsize=10)
+    ax.set_title("Server memory over 100 distinct prompts (tiny SD1, 128 px, batch 2)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Stats, log, timed  # noqa: E402
 
-RESOLUTIONS = (128, 256, 384, 512)
+RESOLUTIONS = (128, 256, 512)
 BATCHES = (1, 2, 4)
 
 

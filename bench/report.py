@@ -152,7 +152,7 @@ def write_report(res: Any, budget: Budget, out: Path, seconds: float, argv: list
         if mem_prompts:
             md += [_img(bench_memory.plot(mem_prompts, out / "memory.png").name), "",
                    f"Prompts: a real server with `--cache-max-bytes {bench_memory.CACHE_BUDGET}` ran 100 distinct "
-                   "prompts (new seed and text each: 128 px, batch 4, 2 steps on the tiny model, so each "
+                   "prompts (new seed and text each: 128 px, batch 2, 1 step on the tiny model, so each "
                    "adds images to the output cache); RSS of the server process after each. The RSS rises while "
                    "the cache fills its budget and then stays flat: the budget holds it.", ""]
     scalings = res.objects.get("scaling", [])
@@ -207,7 +207,9 @@ def _decisions(comps: list[Any], engines: list[Any]) -> list[str]:
              f"- **inference_mode** around every sampler run - default (it already was). Against no_grad: "
              f"tiny {fig('autograd off', tiny)}: no difference worth the name, as expected for big ops.",
              f"- **SDPA attention** (diffusers' AttnProcessor2_0) - default. Against classic attention: full size "
-             f"{fig('attention', full)}; tiny {fig('attention', tiny)}.",
+             f"{fig('attention', full)}; tiny {fig('attention', tiny)}. At 256 px (1,024 tokens) the attention is a "
+             "small part of the step; SDPA never materialises the attention matrix, which matters more as the "
+             "resolution grows.",
              f"- **cfg = 1 skips the unconditional pass** - default. Against cfg 5: full size "
              f"{fig('cfg=1 skips uncond', full)}; tiny {fig('cfg=1 skips uncond', tiny)}.",
              f"- **cond and uncond batched into one UNet call** - default. Against two calls: full size "
@@ -215,8 +217,10 @@ def _decisions(comps: list[Any], engines: list[Any]) -> list[str]:
              "`model_options['batch_cond_uncond'] = False` runs them apart (less peak memory on small GPUs).",
              f"- **Threads** - torch's default (one per core) with `GOMP_SPINCOUNT=0` (set by `make`, the tests and "
              f"server.py), because that is what wins on a machine with free cores. 1 thread instead: full size "
-             f"{fig('threads', full)}; tiny {fig('threads', tiny)}. When other processes keep the cores busy, as "
-             "here, one thread can be faster; option `DIFFLOOM_THREADS=N` (e.g. 1 on shared CI machines).",
+             f"{fig('threads', full)}; tiny {fig('threads', tiny)}. With free cores two threads nearly halve a "
+             "full-size step (reference/environment.md: UNet batch 2 at 64x64 latents 12.0 s with 2 threads, "
+             "24.5 s with 1); when other processes keep the cores busy, as during this run, one thread can be "
+             "faster. Option `DIFFLOOM_THREADS=N` (e.g. 1 on shared CI machines).",
              f"- **Channels-last** memory format - option `DIFFLOOM_CHANNELS_LAST=1`, off: full size "
              f"{fig('channels-last', full)}; tiny {fig('channels-last', tiny)}. No gain on this CPU; on CUDA with "
              "fp16 convolutions it usually helps, which is why it exists.",
