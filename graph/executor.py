@@ -253,7 +253,7 @@ class _Run:
 
     def release_dependents(self, source: str) -> None:
         """source has its outputs now: nodes that waited only on it become ready."""
-        for dependent in self.dependents.pop(source, set()):
+        for dependent in sorted(self.dependents.pop(source, set())):  # same order in every process
             waiting = self.waiting_on.get(dependent)
             if waiting is None:
                 continue
