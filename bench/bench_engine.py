@@ -62,6 +62,11 @@ class EngineFigures:
         return (u + self.own("diffloom", clock).median) / (u + self.own("diffusers", clock).median)
 
     @property
+    def unet_input_difference(self) -> float:
+        """How far apart the UNet inputs of the two engines were on the first step of the last round."""
+        return self.clocks["diffloom"][-1].input_difference(self.clocks["diffusers"][-1])
+
+    @property
     def wall_ratio(self) -> Stats:
         return self.runs.ratio("diffloom", "diffusers")
 
@@ -77,7 +82,7 @@ class EngineFigures:
                                       "step_ratio": self.step_ratio(clock).to_json(),
                                       "decomposed_ratio": self.decomposed_ratio(clock)}
                    for clock in ("wall", "cpu")},
-                "parity_rel": self.parity_rel}
+                "parity_rel": self.parity_rel, "unet_input_difference": self.unet_input_difference}
 
 
 def compare(wrapped: Any, model_name: str, label: str, *, steps: int, size: int, rounds: int, decode: bool,
@@ -126,14 +131,15 @@ def compare(wrapped: Any, model_name: str, label: str, *, steps: int, size: int,
 def markdown(figures: list[EngineFigures]) -> list[str]:
     """The engine-overhead tables of the report."""
     lines = ["| model | work | wall diffloom | wall diffusers | wall ratio | step diffloom | step diffusers | "
-             "**step ratio** (wall) | step ratio (CPU time) | same result (max rel. diff) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "**step ratio** (wall) | step ratio (CPU time) | same UNet inputs (max rel. diff) | "
+             "same result (max rel. diff) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in figures:
         work = f"{f.size} px, {f.steps} steps, cfg 5, {'decoded to an image' if f.decode else 'to the latent'}"
         lines.append(
             f"| {f.label} | {work} | {f.runs.wall('diffloom').fmt(unit=' s')} | {f.runs.wall('diffusers').fmt(unit=' s')} | "
             f"**{f.wall_ratio.fmt(digits=3)}** | {f.step('diffloom').fmt(1e3, 1, ' ms')} | "
             f"{f.step('diffusers').fmt(1e3, 1, ' ms')} | **{f.step_ratio().fmt(digits=3)}** | "
-            f"{f.step_ratio('cpu').fmt(digits=3)} | "
+            f"{f.step_ratio('cpu').fmt(digits=3)} | {f.unet_input_difference:.1e} | "
             f"{'-' if f.parity_rel is None else f'{f.parity_rel:.1e}'} |")
     lines += ["", "Decomposition (per step; UNet time is common to both engines, own time is everything else in the "
               "sampling loop):", "",

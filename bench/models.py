@@ -183,6 +183,19 @@ class StepClock:
 
     step_ends: list[tuple[float, float]] = field(default_factory=list)             # (wall, cpu)
     unet_calls: list[tuple[float, float, float, float]] = field(default_factory=list)  # wall0, wall1, cpu0, cpu1
+    first_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # what the UNet got on the first step
+
+    def input_difference(self, other: StepClock) -> float:
+        """Largest relative difference between two runs' first UNet inputs, batch order aside (cond/uncond)."""
+        worst = 0.0
+        for name, mine in self.first_inputs.items():
+            theirs = other.first_inputs[name]
+            if mine.shape != theirs.shape:
+                return float("inf")
+            scale = float(theirs.abs().max()) or 1.0
+            diff = min(float((mine - theirs).abs().max()), float((mine.flip(0) - theirs).abs().max()))
+            worst = max(worst, diff / scale)
+        return worst
 
     def mark_step(self) -> None:
         synchronize()
@@ -208,9 +221,17 @@ class UNetTimer:
     def __init__(self, unet: torch.nn.Module) -> None:
         self.clock: StepClock | None = None
         self._start = (0.0, 0.0)
-        self._handles = [unet.register_forward_pre_hook(self._pre), unet.register_forward_hook(self._post)]
+        self._handles = [unet.register_forward_pre_hook(self._pre, with_kwargs=True),
+                         unet.register_forward_hook(self._post)]
 
-    def _pre(self, *_: Any) -> None:
+    def _pre(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self.clock is not None and not self.clock.first_inputs:
+            sample = args[0] if args else kwargs["sample"]
+            timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+            self.clock.first_inputs = {
+                "sample": sample.detach().float().cpu(),
+                "timestep": torch.as_tensor(timestep).detach().float().cpu().reshape(-1).expand(sample.shape[0]),
+                "encoder_hidden_states": kwargs["encoder_hidden_states"].detach().float().cpu()}
         synchronize()
         self._start = (time.perf_counter(), time.process_time())
 

@@ -25,6 +25,7 @@ def test_a_tiny_engine_comparison_runs_and_plots(bench_runtime: Any, tmp_path: P
     fig = bench_engine.compare(tiny_model("smoke"), "smoke", "tiny SD1", steps=2, size=32, rounds=1, decode=False)
     # Same modules, seed and schedule: both engines compute the same latents.
     assert fig.parity_rel is not None and fig.parity_rel < 1e-4
+    assert fig.unet_input_difference < 1e-5  # the UNet gets the same tensors from both engines
     assert len(fig.clocks["diffloom"]) == len(fig.clocks["diffusers"]) == 1
     for clock in ("wall", "cpu"):
         assert all(len(c.unet_calls) == 2 and len(c.step_ends) == 2 for cs in fig.clocks.values() for c in cs)
