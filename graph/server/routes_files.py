@@ -189,8 +189,8 @@ def _target(request: web.Request, fields: dict[str, str], filename: str) -> tupl
     base = directory_for(state_of(request).folders, kind)
     try:
         check_name_part(filename, "filename")
-        if "/" in filename:
-            raise PathEscapeError(f"filename {filename!r} must not contain '/'; use the subfolder field")
+        if "/" in filename or "\\" in filename:  # '\\' separates folders wherever a name is read back
+            raise PathEscapeError(f"filename {filename!r} must not contain '/' or '\\'; use the subfolder field")
         folder = confined_path(base, subfolder, what="subfolder")
     except PathOutsideError as exc:
         raise web.HTTPForbidden(text=str(exc)) from exc

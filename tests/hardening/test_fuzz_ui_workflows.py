@@ -120,11 +120,12 @@ def test_huge_and_deep_workflows(registry: NodeRegistry, heavy: bool, figures: A
     looped["links"][0] = [1, size, 0, 2, 0, "IMAGE"]  # the reroutes feed each other in a ring
     nested = {"nodes": [{"id": 1, "type": "sg", "mode": 0}],
               "definitions": {"subgraphs": [{"id": "sg", "nodes": [{"id": 1, "type": "sg", "mode": 0}], "links": []}]}}
+    deep_widgets = {"nodes": [{"id": 1, "type": "TestShow", "widgets_values": deep(400)}]}
     times = {}
     results = {}
     for name, workflow in {"reroute_chain": reroutes, "reroute_ring": looped, "self_nesting_subgraph": nested,
-                           "deep_widget_values": {"nodes": [{"id": 1, "type": "TestShow", "widgets_values": deep(400)}]},
-                           "deep_junk": deep(600), "not_a_workflow": [1, 2, 3]}.items():
+                           "deep_widget_values": deep_widgets, "deep_junk": deep(600),
+                           "not_a_workflow": [1, 2, 3]}.items():
         started = time.perf_counter()
         try:
             prompt = to_api(workflow, info)

@@ -27,7 +27,8 @@ MB = 1 << 20
 CACHE_BUDGET = 1 * MB
 RSS_GROWTH_BUDGET = 160 * MB  # the Python process, sockets, queues and the 1 MB cache, with room to spare
 TIME_LIMIT = 240.0
-POLL_PATHS = ["/queue", "/history?max_items=5", "/system_stats", "/prompt", "/object_info/TestSlow", "/api/jobs?limit=5"]
+POLL_PATHS = ["/queue", "/history?max_items=5", "/system_stats", "/prompt", "/object_info/TestSlow",
+              "/api/jobs?limit=5"]
 
 
 @dataclass
@@ -112,8 +113,10 @@ async def load_run(server: HardServer, scale: Scale) -> dict[str, Any]:
         started = time.perf_counter()
         for round_ in range(scale.prompts_per_client):
             for n, client in enumerate(clients):
-                prompt = image_prompt(value=round((n * 7 + round_ * 3) % 97 / 100, 2), steps=scale.steps,
+                unique = round_ * len(clients) + n  # a size of its own: nothing of it is cached
+                prompt = image_prompt(value=0.5, steps=scale.steps, size=4 + unique % 250,
                                       prefix=f"{client.sid}-{round_}")
+                prompt["1"]["inputs"]["height"] = 4 + unique // 250
                 async with session.post(server.url + "/prompt", json={"prompt": prompt, "client_id": client.sid}) as r:
                     assert r.status == 200, await r.text()
                     client.prompt_ids.add((await r.json())["prompt_id"])

@@ -116,7 +116,7 @@ def test_sigkill_at_random_moments_never_corrupts_the_store_or_loses_a_prompt(tm
             producers = [Producer(server.url, seed=cycle * 10 + k, tag=f"c{cycle}p{k}") for k in range(2)]
             for producer in producers:
                 producer.start()
-            moment = chooser.uniform(0.2, 2.5)
+            moment = chooser.uniform(0.2, 1.8)
             kill_moments.append(round(moment, 2))
             time.sleep(moment)
             server.kill()
