@@ -25,7 +25,7 @@ from PIL import Image  # noqa: E402
 from nodes.demo_model import measure, shapes  # noqa: E402
 
 COLOUR_PROMPTS = [(f"a {c} circle on a white background", c) for c in ("red", "blue", "green", "yellow")] + \
-                 [(f"a {c} square", c) for c in ("blue", "red", "orange", "purple")]
+                 [(f"{'an' if c[0] in 'aeiou' else 'a'} {c} square", c) for c in ("blue", "red", "orange", "purple")]
 
 
 def load_pipeline(checkpoint: Path, controlnet: Path | None = None) -> Any:

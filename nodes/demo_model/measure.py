@@ -14,6 +14,9 @@ from PIL import Image
 from nodes.demo_model.shapes import COLOURS
 
 _NAMES = tuple(COLOURS)
+# RGB distance from the background colour beyond which a pixel is foreground: far above the shading
+# and tint of a generated background, far below the distance between two named colours.
+FOREGROUND_DISTANCE = 80.0
 _REFERENCE = np.array([COLOURS[n] for n in _NAMES], dtype=np.float32)
 
 
@@ -29,7 +32,10 @@ def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
 
 def colour_labels(image: Image.Image | np.ndarray) -> np.ndarray:
     """[H, W] indices into `shapes.COLOURS` of the nearest named colour of each pixel."""
-    rgb = as_rgb_array(image)
+    return _labels(as_rgb_array(image))
+
+
+def _labels(rgb: np.ndarray) -> np.ndarray:
     distances = ((rgb[:, :, None, :] - _REFERENCE[None, None]) ** 2).sum(-1)
     return distances.argmin(-1)
 
@@ -42,7 +48,7 @@ def colour_fractions(image: Image.Image | np.ndarray) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class ColourReading:
-    """A picture's background colour (the commonest along its border) and the colours of everything else."""
+    """A picture's background colour (the median of its border) and the colours of everything else."""
 
     background: str
     foreground: dict[str, float]  # fraction of the *non-background* pixels per colour, largest first
@@ -59,18 +65,47 @@ class ColourReading:
         return shares[0] - shares[1]
 
 
+def _border(rgb: np.ndarray) -> np.ndarray:
+    return np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+
+
+def background_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
+    """The picture's background colour: the per-channel median of its border pixels."""
+    return np.median(_border(as_rgb_array(image)), axis=0)
+
+
+def foreground_mask(image: Image.Image | np.ndarray, threshold: float = FOREGROUND_DISTANCE) -> np.ndarray:
+    """Pixels farther than `threshold` (RGB distance, 0..441) from the background colour."""
+    return _foreground(as_rgb_array(image), threshold)
+
+
+def _foreground(rgb: np.ndarray, threshold: float = FOREGROUND_DISTANCE) -> np.ndarray:
+    background = np.median(_border(rgb), axis=0)
+    return np.sqrt(((rgb - background) ** 2).sum(-1)) > threshold
+
+
 def read_colours(image: Image.Image | np.ndarray, *, ignore: Sequence[str] = ()) -> ColourReading:
-    """Name the background of a picture and the colours of its foreground; `ignore` drops more colours."""
-    labels = colour_labels(image)
-    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    background = int(np.bincount(border, minlength=len(_NAMES)).argmax())
-    dropped = {background} | {_NAMES.index(n) for n in ignore}
-    keep = ~np.isin(labels, list(dropped))
+    """Name the background of a picture and the colours of its foreground; `ignore` drops more colours.
+
+    The foreground is what differs clearly from the border's median colour, so a tinted or shaded
+    background does not count as an object; foreground pixels are named by the nearest named colour.
+    """
+    rgb = as_rgb_array(image)
+    keep = _foreground(rgb)
+    labels = _labels(rgb)
+    background = _NAMES.index(nearest_colour_name(np.median(_border(rgb), axis=0)))
+    if ignore:
+        keep &= ~np.isin(labels, [_NAMES.index(n) for n in ignore])
     counts = np.bincount(labels[keep], minlength=len(_NAMES))
     total = max(int(counts.sum()), 1)
     order = np.argsort(-counts, kind="stable")
     foreground = {_NAMES[i]: float(counts[i]) / total for i in order if counts[i] > 0}
     return ColourReading(_NAMES[background], foreground, float(keep.mean()))
+
+
+def nearest_colour_name(rgb: Sequence[float]) -> str:
+    """The named colour nearest to one RGB value (0..255)."""
+    return _NAMES[int(((_REFERENCE - np.asarray(rgb, dtype=np.float32)) ** 2).sum(-1).argmin())]
 
 
 def colour_centroid(image: Image.Image | np.ndarray, colour: str) -> tuple[float, float] | None:
@@ -91,8 +126,5 @@ def mask_centroid(mask: np.ndarray) -> tuple[float, float] | None:
 
 
 def foreground_centroid(image: Image.Image | np.ndarray) -> tuple[float, float] | None:
-    """The (x, y) centre of every pixel whose colour differs from the background's."""
-    labels = colour_labels(image)
-    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    background = np.bincount(border, minlength=len(_NAMES)).argmax()
-    return mask_centroid(labels != background)
+    """The (x, y) centre of the pixels that differ clearly from the background colour."""
+    return mask_centroid(foreground_mask(image))

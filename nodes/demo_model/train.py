@@ -11,7 +11,10 @@ Stages, in order, each resumable from its last saved state in `--work-dir` (reru
   controlnet  ControlNet on the depth-like shape maps, with the UNet and text encoder frozen; then the
               original-layout ControlNet file is written.
 Every batch, noise draw and timestep comes from (seed, stage, step), so a resumed run continues
-exactly as an uninterrupted one would (on the same machine and thread count).
+exactly as an uninterrupted one would (on the same machine and thread count). Ctrl-C (or SIGTERM)
+saves the state after the current step; `--stop-after N` does so after N steps. The learning rate is
+constant after warm-up, so a stage can later be given more steps (`--unet-steps 3000`) and continues
+where it stopped, equal to a run that had asked for those steps from the start.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import json  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from dataclasses import asdict, dataclass, fields  # noqa: E402
@@ -56,7 +61,7 @@ class Settings:
     vae_kl: float = 1e-5
     vae_colour: float = 1.0
     vae_threads: int = 1  # the VAE's many small ops run faster on one thread than synchronising two
-    unet_steps: int = 1500
+    unet_steps: int = 1000
     unet_batch: int = 48
     unet_lr: float = 1e-3
     caption_dropout: float = 0.1
@@ -64,7 +69,7 @@ class Settings:
     min_snr_gamma: float = 5.0
     controlnet_steps: int = 400
     controlnet_batch: int = 32
-    controlnet_lr: float = 5e-4
+    controlnet_lr: float = 1e-3
     controlnet_caption_dropout: float = 0.5
     warmup: int = 50
     stats_samples: int = 512
@@ -148,17 +153,23 @@ class Paused(Exception):
 
 
 class Budget:
-    """How many optimiser steps this run may still take (None: no limit), over all stages."""
+    """How many optimiser steps this run may still take (None: no limit), over all stages.
+
+    A SIGINT or SIGTERM (`stop()`) ends the budget too, so Ctrl-C saves the state after the current step.
+    """
 
     def __init__(self, steps: int | None) -> None:
         self.left = steps
+        self.stopped = False
+
+    def stop(self, *_: Any) -> None:
+        self.stopped = True
 
     def spend(self) -> bool:
         """Count one step; True when the run must now save and stop."""
-        if self.left is None:
-            return False
-        self.left -= 1
-        return self.left <= 0
+        if self.left is not None:
+            self.left -= 1
+        return self.stopped or (self.left is not None and self.left <= 0)
 
 
 class Stage:
@@ -528,6 +539,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 (work / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
 
     budget = Budget(args.stop_after)
+    handlers = {sig: signal.signal(sig, budget.stop) for sig in (signal.SIGINT, signal.SIGTERM)} \
+        if threading.current_thread() is threading.main_thread() else {}
     try:
         vae = timed("vae", lambda: train_vae(settings, work, args.save_every, budget))
         if args.until == "vae":
@@ -541,6 +554,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     except Paused as paused:
         _log(work, f"paused: {paused}; run the same command again to resume")
         return 3
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     for path in write_files(settings, args.out, vae, unet, te, tokens, controlnet):
         _log(work, f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     _log(work, f"stage wall times (s, summed over resumed runs): {json.dumps({k: round(v) for k, v in timings.items()})}")

@@ -166,3 +166,14 @@ def test_read_colours_finds_background_and_dominant_foreground() -> None:
     assert reading.margin() > 0.5
     x, _ = measure.foreground_centroid(shapes.render(scene)) or (1.0, 1.0)
     assert abs(x - 0.3) < 0.05
+
+
+def test_a_tinted_background_is_not_taken_for_an_object() -> None:
+    # Generated backgrounds are often tinted or shaded; only what differs clearly from them is foreground.
+    scene = shapes.Scene(shapes.Background("white", (205, 235, 238), "plain", 0.13),
+                         (shapes.ShapeObject("square", "blue", shapes.COLOURS["blue"], "medium", "right", 0.7, 0.5, 0.19, 0),))
+    pixels = np.asarray(shapes.render(scene)).astype(np.float32)
+    pixels[:, :32] *= 0.93  # a shaded left half
+    reading = measure.read_colours(pixels.astype(np.uint8))
+    assert reading.dominant == "blue" and reading.margin() > 0.8
+    assert 0.08 < reading.foreground_share < 0.2
