@@ -6,20 +6,36 @@ Deterministic DDIM (eta = 0) written in sigma space is exactly this Euler step, 
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import torch
 from diffusers import EulerDiscreteScheduler
 
 from .base import Denoiser, Sampler, SamplerState
 
 
-def euler_update(sigmas: torch.Tensor, index: int, x: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
-    """``x + (x - x0) / sigma * (sigma_next - sigma)`` on our explicit sigmas, by diffusers' Euler step."""
+@functools.lru_cache(maxsize=8)
+def _scheduler_for(sigmas: tuple[float, ...]) -> EulerDiscreteScheduler:
+    """An EulerDiscreteScheduler set to these sigmas, built once per schedule.
+
+    ``set_timesteps(sigmas=...)`` converts every sigma to a timestep, O(steps); doing it at every step made
+    a run O(steps^2) in the sampler's own time (23 ms a step at 200 steps).
+    """
     # prediction_type="sample": the model output handed to step() is the x0 prediction itself.
     scheduler = EulerDiscreteScheduler(prediction_type="sample")
-    scheduler.set_timesteps(sigmas=sigmas.tolist())
-    scheduler.set_begin_index(index)
+    scheduler.set_timesteps(sigmas=list(sigmas))
     # We feed the model its input ourselves; this only silences diffusers' reminder to do so.
     scheduler.is_scale_input_called = True
+    return scheduler
+
+
+def euler_update(sigmas: torch.Tensor, index: int, x: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+    """``x + (x - x0) / sigma * (sigma_next - sigma)`` on our explicit sigmas, by diffusers' Euler step."""
+    # A shallow copy per step: step() only moves the copy's step index; the schedule tensors are shared
+    # and never written.
+    scheduler = copy.copy(_scheduler_for(tuple(sigmas.tolist())))
+    scheduler.set_begin_index(index)
     timestep = scheduler.timesteps[index]
     result = scheduler.step(denoised, timestep, x, return_dict=False)[0]
     return result.to(dtype=x.dtype)
