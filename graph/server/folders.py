@@ -33,6 +33,10 @@ class Folders(Protocol):
         """Files of one model folder key, relative, '/'-separated; KeyError for an unknown key."""
         ...
 
+    def get_full_path(self, key: str, name: str) -> str | None:
+        """The absolute path of a listed model file, or None."""
+        ...
+
 
 def directory_for(folders: Folders, kind: str) -> Path:
     """The folder of a /view or /upload `type` (output, input or temp)."""
@@ -56,3 +60,15 @@ def list_files(root: Path, extensions: frozenset[str] | None = None) -> list[str
                 continue
             found.append(Path(folder, name).relative_to(root).as_posix())
     return sorted(found)
+
+
+def safetensors_metadata(path: Path) -> dict[str, str] | None:
+    """The `__metadata__` of a .safetensors file (only its header is read), {} if it has none, None if unreadable."""
+    from safetensors import SafetensorError, safe_open  # noqa: PLC0415 - only this route needs it
+
+    try:
+        # framework="numpy": the header is all we read, and the server process stays free of torch.
+        with safe_open(str(path), framework="numpy") as handle:
+            return dict(handle.metadata() or {})
+    except (OSError, SafetensorError):
+        return None

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from ..files import PathEscapeError, confined_path
-from .folders import list_files, model_keys
+from .folders import list_files, model_keys, safetensors_metadata
 from .state import ServerState, json_body, state_of
 
 routes = web.RouteTableDef()
@@ -121,6 +121,23 @@ async def model_files(request: web.Request) -> web.Response:
     if key not in await asyncio.to_thread(model_keys, folders):
         raise web.HTTPNotFound(text=f"no model folder {key!r}")
     return web.json_response(await asyncio.to_thread(folders.get_filename_list, key))
+
+
+@routes.get("/view_metadata/{folder}")
+async def view_metadata(request: web.Request) -> web.Response:
+    """The `__metadata__` of a listed .safetensors model file (read from its header only), or 404."""
+    folders = state_of(request).folders
+    key, name = request.match_info["folder"], request.query.get("filename", "")
+    if not name.endswith(".safetensors") or key not in await asyncio.to_thread(model_keys, folders):
+        raise web.HTTPNotFound(text=f"no .safetensors file {name!r} in model folder {key!r}")
+    # Only names the folder lists are looked up, so nothing outside the model folders can be named.
+    if name not in await asyncio.to_thread(folders.get_filename_list, key):
+        raise web.HTTPNotFound(text=f"{key} {name!r} not found")
+    path = await asyncio.to_thread(folders.get_full_path, key, name)
+    metadata = await asyncio.to_thread(safetensors_metadata, Path(path)) if path else None
+    if metadata is None:
+        raise web.HTTPNotFound(text=f"{key} {name!r} has no readable safetensors metadata")
+    return web.json_response(metadata)
 
 
 @routes.get("/embeddings")

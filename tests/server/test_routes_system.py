@@ -78,6 +78,24 @@ def test_models_and_embeddings(server: ServerProcess) -> None:
     assert server.get("/embeddings").json() == ["style"]
 
 
+def test_view_metadata_reads_the_safetensors_header_of_listed_files_only(server: ServerProcess) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    checkpoints = server.base / "models" / "checkpoints"
+    save_file({"w": np.zeros(2, dtype=np.float32)}, str(checkpoints / "meta.safetensors"),
+              metadata={"modelspec.resolution": "64x64", "modelspec.title": "tiny"})
+    (checkpoints / "broken.safetensors").write_bytes(b"\xff" * 16)
+    (server.base / "secret.safetensors").write_bytes((checkpoints / "meta.safetensors").read_bytes())
+    assert server.get("/view_metadata/checkpoints?filename=meta.safetensors").json() == {
+        "modelspec.resolution": "64x64", "modelspec.title": "tiny"}
+    assert server.get("/api/view_metadata/checkpoints?filename=meta.safetensors").status == 200
+    for query in ("checkpoints?filename=broken.safetensors", "checkpoints?filename=missing.safetensors",
+                  "checkpoints?filename=../../secret.safetensors", "checkpoints?filename=notes.txt",
+                  "nope?filename=meta.safetensors", "checkpoints"):
+        assert server.get("/view_metadata/" + query).status == 404, query
+
+
 def test_features_extensions_and_index(server: ServerProcess) -> None:
     assert server.get("/features").json() == {"supports_preview_metadata": True, "max_upload_size": 1024 * 1024}
     assert server.get("/extensions").json() == []
