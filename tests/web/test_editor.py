@@ -46,6 +46,26 @@ def test_page_opens_with_the_default_graph_on_the_first_checkpoint(editor: Edito
     assert editor.page.locator("#workflow-name").inner_text() == "Default txt2img"
 
 
+def test_default_graph_takes_size_and_prompt_from_the_checkpoint_metadata(editor: Editor) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    folder = editor.base / "models" / "checkpoints"
+    hinted = folder / "aa-hinted.safetensors"  # sorts first, so the default graph picks it
+    save_file(load_file(str(folder / "tiny-sd1.safetensors")), str(hinted),
+              metadata={"modelspec.resolution": "64x64", "diffloom.example_prompt": "a blue square"})
+    try:
+        editor.js("() => sessionStorage.clear()")
+        editor.page.reload()
+        editor.page.wait_for_selector("body[data-ready=true]")
+        assert editor.node(4)["widgets"]["ckpt_name"] == "aa-hinted.safetensors"
+        latent = editor.node(5)["widgets"]
+        assert (latent["width"], latent["height"]) == (64, 64)
+        assert editor.node(6)["widgets"]["text"] == "a blue square"
+        assert editor.node(7)["widgets"]["text"] == "text, watermark"
+    finally:
+        hinted.unlink()
+
+
 def test_build_the_default_graph_from_an_empty_canvas_and_run_it(editor: Editor) -> None:
     editor.page.click("#btn-new")
     assert editor.graph()["nodes"] == []

@@ -92,6 +92,15 @@ export class Api extends EventTarget {
     return this.request("/object_info");
   }
 
+  /** The safetensors metadata of a model file (GET /view_metadata), or null if it has none or cannot be read. */
+  async modelMetadata(folder, filename) {
+    try {
+      return await this.request(`/view_metadata/${encodeURIComponent(folder)}?filename=${encodeURIComponent(filename)}`);
+    } catch {
+      return null;
+    }
+  }
+
   /** URLs of the plugins' browser extension scripts. */
   extensionUrls() {
     return this.request("/extensions");

@@ -13,7 +13,7 @@ import { el, showDialog, toast } from "./ui.js";
 import { ChangeTracker } from "./undo.js";
 import { applyControlWidgets } from "./widgets.js";
 import {
-  DEFAULT_LAYOUT, defaultPrompt, firstCheckpoint, loadApiPrompt, serializeGraph, unwrapWorkflow, workflowKind,
+  DEFAULT_LAYOUT, defaultPrompt, firstCheckpoint, modelHints, loadApiPrompt, serializeGraph, unwrapWorkflow, workflowKind,
 } from "./workflow.js";
 
 const SESSION_KEY = "diffloom.workflow";
@@ -67,10 +67,10 @@ export class App {
         this.loadUiWorkflow(workflow, name);
       } catch (error) {
         console.warn("could not restore the last session:", error.message);
-        this.loadDefault();
+        await this.loadDefault();
       }
     } else {
-      this.loadDefault();
+      await this.loadDefault();
     }
     this.queuePanels.refresh();
     this.files.refreshList();
@@ -462,10 +462,13 @@ export class App {
     this.canvas.setDirty(true, true);
   }
 
-  loadDefault() {
+  /** ComfyUI's default txt2img graph on the first checkpoint, sized and prompted by the checkpoint's metadata. */
+  async loadDefault() {
     const checkpoint = firstCheckpoint(this.objectInfo);
     if (!checkpoint) toast("No checkpoint found in models/checkpoints: add one to run this graph", "error", { timeout: 8000 });
-    const missing = loadApiPrompt(this.graph, defaultPrompt(checkpoint ?? "v1-5-pruned-emaonly-fp16.safetensors"), DEFAULT_LAYOUT);
+    const hints = checkpoint ? modelHints(await this.api.modelMetadata("checkpoints", checkpoint)) : {};
+    const prompt = defaultPrompt(checkpoint ?? "v1-5-pruned-emaonly-fp16.safetensors", hints);
+    const missing = loadApiPrompt(this.graph, prompt, DEFAULT_LAYOUT);
     this.reportMissing(missing);
     this.afterLoad("Default txt2img");
     this.fitView();

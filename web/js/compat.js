@@ -159,7 +159,7 @@ class ComfyAppFacade {
   /** Load a workflow (UI or API format) into the canvas; none loads the default graph. */
   async loadGraphData(graphData, clean, restore, workflowName) {
     if (!editor) throw new Error("loadGraphData: the editor has not started");
-    if (!graphData) editor.loadDefault();
+    if (!graphData) await editor.loadDefault();
     else editor.loadWorkflowData(graphData, workflowName ?? "Workflow from an extension");
   }
 

@@ -129,13 +129,13 @@ export function loadApiPrompt(graph, prompt, layout = {}) {
   return missing;
 }
 
-/** ComfyUI's default txt2img graph in API form, with `checkpoint` in its loader. */
-export function defaultPrompt(checkpoint) {
+/** ComfyUI's default txt2img graph in API form, with `checkpoint` in its loader and a model's own hints. */
+export function defaultPrompt(checkpoint, { width = 512, height = 512, text } = {}) {
   return {
     4: { class_type: "CheckpointLoaderSimple", inputs: { ckpt_name: checkpoint } },
-    6: { class_type: "CLIPTextEncode", inputs: { text: "beautiful scenery nature glass bottle landscape, , purple galaxy bottle,", clip: ["4", 1] } },
+    6: { class_type: "CLIPTextEncode", inputs: { text: text ?? "beautiful scenery nature glass bottle landscape, , purple galaxy bottle,", clip: ["4", 1] } },
     7: { class_type: "CLIPTextEncode", inputs: { text: "text, watermark", clip: ["4", 1] } },
-    5: { class_type: "EmptyLatentImage", inputs: { width: 512, height: 512, batch_size: 1 } },
+    5: { class_type: "EmptyLatentImage", inputs: { width, height, batch_size: 1 } },
     3: {
       class_type: "KSampler",
       inputs: {
@@ -146,6 +146,25 @@ export function defaultPrompt(checkpoint) {
     8: { class_type: "VAEDecode", inputs: { samples: ["3", 0], vae: ["4", 2] } },
     9: { class_type: "SaveImage", inputs: { filename_prefix: "ComfyUI", images: ["8", 0] } },
   };
+}
+
+/**
+ * What a checkpoint's safetensors metadata says about using it: ModelSpec's `modelspec.resolution`
+ * ("1024x1024") for the latent size, and diffloom's `diffloom.example_prompt` for the prompt.
+ */
+export function modelHints(metadata) {
+  const hints = {};
+  const size = /^\s*(\d+)\s*x\s*(\d+)\s*$/.exec(metadata?.["modelspec.resolution"] ?? "");
+  if (size) {
+    const [width, height] = [Number(size[1]), Number(size[2])];
+    // Only sizes EmptyLatentImage accepts: multiples of 8 within its range.
+    if (width % 8 === 0 && height % 8 === 0 && width >= 16 && height >= 16 && width <= 16384 && height <= 16384) {
+      Object.assign(hints, { width, height });
+    }
+  }
+  const text = metadata?.["diffloom.example_prompt"];
+  if (typeof text === "string" && text.trim()) hints.text = text;
+  return hints;
 }
 
 /** Where the default graph's nodes sit: [x, y, min width, min height]. */
