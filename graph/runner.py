@@ -234,7 +234,9 @@ def build_parser(prog: str = "server.py run") -> argparse.ArgumentParser:
                    help="override an input, e.g. --set 3.seed=42 or --set KSampler.steps=4 (repeatable)")
     p.add_argument("--output", type=Path, default=None, metavar="DIR", help="write outputs into DIR")
     p.add_argument("--base-directory", type=Path, default=None, metavar="DIR")
-    p.add_argument("--input-directory", type=Path, default=None, metavar="DIR")
+    p.add_argument("--input-directory", type=Path, default=None, metavar="DIR",
+                   help="where LoadImage reads from (default: an input/ folder beside the workflow file if there "
+                        "is one, as for workflows/*.json, else BASE/input)")
     p.add_argument("--extra-model-paths-config", type=Path, action="append", default=[], metavar="YAML")
     p.add_argument("--cpu", action="store_true", help="compute on the CPU even if a GPU is present")
     p.add_argument("--disable-all-custom-nodes", action="store_true")
@@ -254,7 +256,9 @@ def main(argv: Sequence[str], *, setup: Setup, default_base: Path | None = None,
     err = err or sys.stderr
     args = build_parser(prog).parse_args(list(argv))
     base = (args.base_directory or default_base or Path.cwd()).resolve()
-    options = ServerOptions(base_directory=base, output_directory=args.output, input_directory=args.input_directory,
+    beside = args.workflow.resolve().parent / "input"
+    input_directory = args.input_directory or (beside if beside.is_dir() else None)
+    options = ServerOptions(base_directory=base, output_directory=args.output, input_directory=input_directory,
                             extra_model_paths_config=list(args.extra_model_paths_config), cpu=args.cpu,
                             disable_all_custom_nodes=args.disable_all_custom_nodes,
                             disable_metadata=args.disable_metadata, extra_nodes=list(args.extra_nodes),

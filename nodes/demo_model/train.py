@@ -187,7 +187,16 @@ class Stage:
         os.replace(tmp, path)
 
     def load(self, path: Path) -> dict[str, Any] | None:
-        return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+        return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+    def charge(self, seconds: float) -> None:
+        """Add training time to this stage's total in timings.json (kept at every save, so a killed run counts)."""
+        record = self.work / "timings.json"
+        timings = json.loads(record.read_text()) if record.exists() else {}
+        timings[self.name] = round(timings.get(self.name, 0.0) + seconds, 1)
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(timings, indent=2) + "\n")
+        os.replace(tmp, record)
 
     def finished(self, steps: int, upstream: dict[str, int]) -> dict[str, Any] | None:
         """The saved result if it is for exactly `steps` steps on the same upstream stages, else None."""
@@ -214,7 +223,7 @@ def _log(work: Path, message: str) -> None:
 def _train_loop(stage: Stage, total: int, start: int, one_step: Callable[[int], dict[str, float]],
                 snapshot: Callable[[int], dict[str, Any]], save_every: int, budget: Budget) -> None:
     """Run steps `start`..`total`-1, saving `snapshot(step)` every `save_every` steps, at the end and on pause."""
-    t0 = time.time()
+    t0 = charged = time.time()
     running: dict[str, float] = {}
     bar = tqdm(range(start, total), initial=start, total=total, desc=stage.name, dynamic_ncols=True, mininterval=2)
     for step in bar:
@@ -224,6 +233,8 @@ def _train_loop(stage: Stage, total: int, start: int, one_step: Callable[[int], 
         pause = budget.spend()
         if (step + 1) % save_every == 0 or step + 1 == total or pause:
             stage.save(stage.path, snapshot(step + 1))
+            stage.charge(time.time() - charged)
+            charged = time.time()
             summary = " ".join(f"{k} {v:.4f}" for k, v in running.items())
             _log(stage.work, f"{stage.name}: step {step + 1} {summary} ({time.time() - t0:.0f} s this run)")
         if pause and step + 1 < total:
@@ -465,8 +476,24 @@ def train_controlnet(settings: Settings, work: Path, vae: nn.Module, unet: nn.Mo
 # ---------------------------------------------------------------------------------------- output
 
 
-def _metadata(settings: Settings, what: str) -> dict[str, str]:
-    return {"diffloom.model": what, "diffloom.training": json.dumps(asdict(settings)),
+# Stability AI's ModelSpec keys, which tools (diffloom's editor among them) read to set up a model:
+# the editor's default graph takes its size and example prompt from them.
+MODELSPEC: dict[str, str] = {
+    "modelspec.sai_model_spec": "1.0.0",
+    "modelspec.architecture": "stable-diffusion-v1",
+    "modelspec.implementation": "https://github.com/Stability-AI/stablediffusion",
+    "modelspec.resolution": "64x64",
+    "modelspec.prediction_type": "epsilon",
+    "modelspec.license": "Apache-2.0",
+    "modelspec.author": "diffloom",
+    "modelspec.usage_hint": "64x64 pictures of coloured shapes: prompts like 'a small blue star at the top left'",
+    "diffloom.example_prompt": "a red circle on a white background",
+}
+
+
+def _metadata(settings: Settings, what: str, title: str) -> dict[str, str]:
+    return {**MODELSPEC, "modelspec.title": title, "modelspec.description": "see nodes/demo_model/MODEL_CARD.md",
+            "diffloom.model": what, "diffloom.training": json.dumps(asdict(settings)),
             "diffloom.trainer": "python -m nodes.demo_model.train", "license": "Apache-2.0"}
 
 
@@ -478,10 +505,11 @@ def write_files(settings: Settings, out: Path, vae: nn.Module, unet: nn.Module, 
 
     full_te = arch.expand_text_encoder(te, tokens.vocab)
     written = [save_sd1_checkpoint(unet, vae, full_te, out / "checkpoints" / CHECKPOINT_NAME,
-                                   metadata=_metadata(settings, "diffloom-shapes"))]
+                                   metadata=_metadata(settings, "diffloom-shapes", "diffloom shapes (demo model)"))]
     if controlnet is not None:
         written.append(save_controlnet(controlnet, out / "controlnet" / CONTROLNET_NAME, dtype=torch.float16,
-                                       metadata=_metadata(settings, "diffloom-shapes-depth")))
+                                       metadata=_metadata(settings, "diffloom-shapes-depth",
+                                                          "diffloom shapes depth ControlNet (demo model)")))
     return written
 
 
@@ -526,31 +554,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             raise SystemExit(f"{work}: holds a run with other settings ({recorded}); use another --work-dir or the "
                              "same settings to resume")
     recorded.write_text(json.dumps(asdict(settings), indent=2) + "\n")
-    timings: dict[str, float] = json.loads((work / "timings.json").read_text()) if (work / "timings.json").exists() else {}
-
-    def timed(name: str, fn: Callable[[], Any]) -> Any:
-        # Wall time per stage, summed over resumed runs (a finished stage only reloads: not counted).
-        t0 = time.time()
-        try:
-            return fn()
-        finally:
-            if time.time() - t0 > 5.0:
-                timings[name] = timings.get(name, 0.0) + (time.time() - t0)
-                (work / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
-
     budget = Budget(args.stop_after)
     handlers = {sig: signal.signal(sig, budget.stop) for sig in (signal.SIGINT, signal.SIGTERM)} \
         if threading.current_thread() is threading.main_thread() else {}
     try:
-        vae = timed("vae", lambda: train_vae(settings, work, args.save_every, budget))
+        vae = train_vae(settings, work, args.save_every, budget)
         if args.until == "vae":
             return 0
         tokens = Tokens()
-        unet, te = timed("unet", lambda: train_unet(settings, work, vae, tokens, args.save_every, budget))
+        unet, te = train_unet(settings, work, vae, tokens, args.save_every, budget)
         controlnet = None
         if args.until == "controlnet":
-            controlnet = timed("controlnet", lambda: train_controlnet(settings, work, vae, unet, te, tokens,
-                                                                       args.save_every, budget))
+            controlnet = train_controlnet(settings, work, vae, unet, te, tokens, args.save_every, budget)
     except Paused as paused:
         _log(work, f"paused: {paused}; run the same command again to resume")
         return 3
@@ -559,7 +574,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             signal.signal(sig, handler)
     for path in write_files(settings, args.out, vae, unet, te, tokens, controlnet):
         _log(work, f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
-    _log(work, f"stage wall times (s, summed over resumed runs): {json.dumps({k: round(v) for k, v in timings.items()})}")
+    timings = json.loads((work / "timings.json").read_text()) if (work / "timings.json").exists() else {}
+    _log(work, f"training wall times (s, summed over resumed runs): {json.dumps(timings)}")
     return 0
 
 

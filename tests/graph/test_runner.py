@@ -169,6 +169,26 @@ def server_run(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
                             env={"GOMP_SPINCOUNT": "0", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
 
 
+def test_inputs_come_from_the_input_folder_beside_the_workflow(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """As for workflows/*.json and workflows/input/: a shipped workflow finds its pictures without flags."""
+    seen: list[Path] = []
+
+    def capture(options: ServerOptions) -> tuple[NodeRegistry, FolderPaths, None]:
+        seen.append(options.input_dir)
+        return setup(options)
+
+    alone, shipped = tmp_path / "alone", tmp_path / "shipped"
+    (shipped / "input").mkdir(parents=True)
+    alone.mkdir()
+    base = tmp_path / "base"
+    for folder, extra in ((shipped, []), (alone, []), (shipped, ["--input-directory", str(tmp_path / "mine")])):
+        workflow = write(folder / "wf.json", image_prompt(prefix="inputs"))
+        assert main([str(workflow), "--base-directory", str(base), "--no-progress", *extra], setup=capture) == EXIT_OK
+    capsys.readouterr()
+    assert seen == [shipped / "input", base / "input", tmp_path / "mine"]
+
+
 def test_server_py_run_end_to_end(tmp_path: Path) -> None:
     workflow = write(tmp_path / "wf.json", image_prompt(prefix="door"))
     proc = server_run(tmp_path, str(workflow), "--set", "2.steps=2", "--output", str(tmp_path / "out"))
