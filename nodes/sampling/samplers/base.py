@@ -204,3 +204,39 @@ class Sampler:
             noise_state=state.noise_state if noise is None else noise.state,
             history=dict(state.history) if history is None else dict(history),
         )
+
+
+class NoisySampler(Sampler):
+    """A sampler that adds fresh noise at each step: ``eta`` scales how much, ``s_noise`` its standard deviation."""
+
+    stochastic = True
+
+    def __init__(self, eta: float = 1.0, s_noise: float = 1.0) -> None:
+        self.eta = eta
+        self.s_noise = s_noise
+
+
+class AncestralSampler(NoisySampler):
+    """k-diffusion's ancestral scheme: a deterministic step down to sigma_down, then fresh noise of std sigma_up.
+
+    Subclasses implement ``_descend``, the deterministic part.
+    """
+
+    def _descend(self, denoise: Denoiser, x: torch.Tensor, sigma: float, sigma_down: float,
+                 denoised: torch.Tensor) -> torch.Tensor:
+        """x at sigma_down, from x at sigma and its x0 prediction `denoised`."""
+        raise NotImplementedError
+
+    def _step(self, denoise: Denoiser, state: SamplerState) -> SamplerState:
+        i = state.step_index
+        sigma, sigma_next = float(state.sigmas[i]), float(state.sigmas[i + 1])
+        denoised = self._denoise(denoise, state.x, sigma)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, self.eta)
+        if sigma_down == 0:  # the last step: straight to the x0 prediction, whatever the method
+            x = state.x + to_d(state.x, sigma, denoised) * (sigma_down - sigma)
+        else:
+            x = self._descend(denoise, state.x, sigma, sigma_down, denoised)
+        noise = self._noise(state)
+        if sigma_next > 0:
+            x = x + noise.draw(x) * (self.s_noise * sigma_up)
+        return self._next(state, x, denoised, noise)

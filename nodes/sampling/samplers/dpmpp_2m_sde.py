@@ -11,24 +11,22 @@ import math
 
 import torch
 
-from .base import Denoiser, Sampler, SamplerState
+from .base import Denoiser, NoisySampler, SamplerState
 
 SOLVER_TYPES = ("midpoint", "heun")
 
 
-class DPMPP2MSDE(Sampler):
+class DPMPP2MSDE(NoisySampler):
     """k-diffusion's sample_dpmpp_2m_sde."""
 
     name = "dpmpp_2m_sde"
-    stochastic = True
     default_solver_type = "midpoint"
 
     def __init__(self, eta: float = 1.0, s_noise: float = 1.0, solver_type: str | None = None) -> None:
         solver_type = self.default_solver_type if solver_type is None else solver_type
         if solver_type not in SOLVER_TYPES:
             raise ValueError(f"sampler {self.name!r}: solver_type is {solver_type!r}, must be one of {list(SOLVER_TYPES)}")
-        self.eta = eta
-        self.s_noise = s_noise
+        super().__init__(eta, s_noise)
         self.solver_type = solver_type
 
     def _step(self, denoise: Denoiser, state: SamplerState) -> SamplerState:

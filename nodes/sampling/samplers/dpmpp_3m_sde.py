@@ -11,18 +11,13 @@ import math
 
 import torch
 
-from .base import Denoiser, Sampler, SamplerState
+from .base import Denoiser, NoisySampler, SamplerState
 
 
-class DPMPP3MSDE(Sampler):
+class DPMPP3MSDE(NoisySampler):
     """Exponential-integrator step with phi_2/phi_3 corrections from the last three denoised values."""
 
     name = "dpmpp_3m_sde"
-    stochastic = True
-
-    def __init__(self, eta: float = 1.0, s_noise: float = 1.0) -> None:
-        self.eta = eta
-        self.s_noise = s_noise
 
     def _step(self, denoise: Denoiser, state: SamplerState) -> SamplerState:
         i = state.step_index

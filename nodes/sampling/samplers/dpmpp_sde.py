@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import math
 
-from .base import Denoiser, Sampler, SamplerState, ancestral_step, to_d
+from .base import Denoiser, NoisySampler, SamplerState, ancestral_step, to_d
 
 
-class DPMPPSDE(Sampler):
+class DPMPPSDE(NoisySampler):
     """k-diffusion's sample_dpmpp_sde: two denoiser calls per step, one on the final step to 0."""
 
     name = "dpmpp_sde"
-    stochastic = True
 
     def __init__(self, eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5) -> None:
         if not 0 < r < 1:
             raise ValueError(f"sampler {self.name!r}: r is {r!r}, must be in (0, 1)")
-        self.eta = eta
-        self.s_noise = s_noise
+        super().__init__(eta, s_noise)
         self.r = r
 
     def _step(self, denoise: Denoiser, state: SamplerState) -> SamplerState:
