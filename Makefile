@@ -20,9 +20,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -c constraints.txt -e ".[test,bench,ray]"
 	touch $@
 
-# Debian's Chromium for the editor tests (Playwright drives it; it never downloads a browser).
+# Debian's Chromium and Firefox ESR for the editor tests (Playwright drives Chromium, Marionette drives Firefox;
+# neither downloads a browser of its own).
 browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null && command -v firefox-esr >/dev/null || { apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium firefox-esr >/dev/null; }
 
 # Until the trained demo model ships in models/checkpoints, an empty folder gets a tiny random SD1 model,
 # so the editor runs end to end (its pictures are noise).
