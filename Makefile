@@ -26,11 +26,9 @@ browser:
 	@command -v chromium >/dev/null && command -v firefox-esr >/dev/null || { apt-get update -qq \
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium firefox-esr >/dev/null; }
 
-# Until the trained demo model ships in models/checkpoints, an empty folder gets a tiny random SD1 model,
-# so the editor runs end to end (its pictures are noise).
+# The editor opens on the first checkpoint in models/checkpoints: diffloom's own demo model
+# (models/checkpoints/diffloom-shapes.safetensors, trained by nodes/demo_model/train.py) unless you add others.
 run: setup
-	@ls models/checkpoints/*.safetensors >/dev/null 2>&1 || $(PY) -c "from nodes.models.tiny import write_tiny_checkpoint; \
-		print('no checkpoint found: wrote', write_tiny_checkpoint('models/checkpoints', 'sd1', name='tiny-random-sd1'))"
 	$(PY) server.py --listen $(HOST) --port $(PORT)
 
 test: setup browser
