@@ -183,6 +183,16 @@ def write_report(res: Any, budget: Budget, out: Path, seconds: float, argv: list
                *bench_cpu.markdown(comps, res.data.get("compile_seconds")), "",
                _img(bench_cpu.plot(comps, out / "cpu.png").name), "",
                *_decisions(comps, engines), ""]
+    workers = res.data.get("workers")
+    if workers:
+        from bench import bench_workers  # noqa: PLC0415
+
+        md += ["## 8. Scale-out: worker processes", "",
+               "One real `server.py` per configuration (`--devices cpu` and `cpu,cpu`, and the in-process worker "
+               "as the reference); distinct seeds, so each prompt samples. On this machine both workers share the "
+               "same 2 cores, so the ratio measures running prompts side by side, not added hardware: with one GPU "
+               "per worker the work itself is what doubles.", "",
+               *bench_workers.report(workers), ""]
     md += ["## Notes", "",
            "- Every figure comes from this run. Times are medians with their range; ratios are per-round ratios of "
            "runs taken back to back. With other processes on the same cores, the wall-time ranges are wide; "
@@ -243,9 +253,10 @@ def _decisions(comps: list[Any], engines: list[Any]) -> list[str]:
                 "(reference/environment.md), and design.md fixes fp32 on the CPU unless asked. Recommended for "
                 "users on AMX CPUs who want speed over exact reproducibility." if bf16_wins else
                 "No gain here."),
-             "- **torch.compile** - option `DIFFLOOM_COMPILE=1` (the UNet is compiled on first use: minutes per "
-             "model and shape, then faster steps; for long-running servers). `python bench/run.py --compile` "
-             "measures it; it is left out of `make bench` for its compile time.",
+             "- **torch.compile** - option `DIFFLOOM_COMPILE=1` (the UNet is compiled on first use, per model and "
+             f"shape, then runs faster steps; for long-running servers): {fig('torch.compile', tiny)} on the tiny "
+             "model (section 7 gives the compile time). Not the default: the first prompt of every new model or "
+             "size waits for the compiler.",
              "- **No redundant device or dtype copies** - checked: on the CPU in fp32 every `.to(device, dtype)` in "
              "the step loop returns the tensor itself; diffloom's whole own time per step is in section 1.",
              "- **No repeated text encodes** - the output cache keeps every CLIPTextEncode result: a seed change "

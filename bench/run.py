@@ -1,9 +1,9 @@
 """`make bench`: run every benchmark, write bench/results.md, bench/results.json and the plots.
 
-    python bench/run.py [--budget-minutes 19] [--only SECTION ...] [--skip-full] [--compile] [--out DIR]
+    python bench/run.py [--budget-minutes 18] [--only SECTION ...] [--skip-full] [--no-compile] [--out DIR]
 
-Sections, cheapest first: executor, engine (tiny), cpu (tiny), cache, server, memory (prompts), then
-the full-size SD1.5 (random weights, a 4.3 GB checkpoint file written once into
+Sections, cheapest first: executor, engine (tiny), cpu (tiny), cache, server, memory (prompts), workers,
+torch.compile (tiny), then the full-size SD1.5 (random weights, a 4.3 GB checkpoint file written once into
 $DIFFLOOM_BENCH_CACHE or the temp folder): engine, memory (models), scaling, cpu. The full-size
 measurements take what is left of the time budget; whatever does not fit is listed as skipped.
 """
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.budget import Budget  # noqa: E402
 from bench.common import BENCH_DIR, load_average, log, machine  # noqa: E402
 
-SECTIONS = ("executor", "engine", "cpu", "cache", "server", "memory", "scaling")
+SECTIONS = ("executor", "engine", "cpu", "cache", "server", "memory", "workers", "scaling")
 FULL_STEPS = 2           # sampling steps per full-size engine run (each step is one batch-2 UNet call)
 FULL_SIZE = 256
 
@@ -94,6 +94,16 @@ def run(args: argparse.Namespace) -> tuple[Results, Budget]:
             configure_runtime(scratch / "engine")  # the runner pointed the runtime at its own folders
     if "memory" in want:
         res.objects["memory_prompts"] = res.attempt("memory (100 prompts)", lambda: bench_memory.prompts_rss(100))
+    if "workers" in want:
+        from bench import bench_workers  # noqa: PLC0415
+
+        res.data["workers"] = res.attempt("workers", lambda: bench_workers.measure(prompts=12, steps=10, size=96))
+    if "cpu" in want and args.compile:
+        pair = res.attempt("torch.compile (tiny)", lambda: bench_cpu.compile_comparison(
+            bench_cpu.StepWorkload(tiny, "tiny SD1", size=64, calls=10), rounds=args.tiny_rounds))
+        if pair is not None:
+            res.objects.setdefault("cpu", []).append(pair[0])
+            res.data["compile_seconds"] = {"tiny SD1": pair[1]}
 
     if args.skip_full:
         return res, budget
@@ -125,12 +135,6 @@ def run(args: argparse.Namespace) -> tuple[Results, Budget]:
             work, rounds=2, warmup=0, titles=bench_cpu.ORDER[:-1], step_seconds=step_seconds,
             allow=lambda est, what: budget.allows(est, what)))
         res.objects.setdefault("cpu", []).extend(comps or [])
-    if args.compile:
-        pair = res.attempt("torch.compile (tiny)", lambda: bench_cpu.compile_comparison(
-            bench_cpu.StepWorkload(tiny, "tiny SD1", size=64, calls=10), rounds=args.tiny_rounds))
-        if pair is not None:
-            res.objects.setdefault("cpu", []).append(pair[0])
-            res.data["compile_seconds"] = {"tiny SD1": pair[1]}
     return res, budget
 
 
@@ -148,7 +152,8 @@ def main() -> None:
                         help="wall-clock budget; full-size measurements that do not fit are skipped (default 18)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     parser.add_argument("--skip-full", action="store_true", help="no full-size SD1.5 measurements")
-    parser.add_argument("--compile", action="store_true", help="also measure torch.compile (adds minutes)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="leave out torch.compile on the tiny model (its compile takes a minute or two)")
     parser.add_argument("--tiny-rounds", type=int, default=6, help="interleaved rounds for tiny-model comparisons")
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where results.md, results.json and plots go")
     args = parser.parse_args()
