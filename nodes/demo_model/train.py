@@ -214,6 +214,17 @@ def _ema_update(ema: Sequence[torch.Tensor], live: Sequence[torch.Tensor], decay
     torch._foreach_lerp_(list(ema), list(live), 1.0 - decay)
 
 
+def _optimiser_step(opt: torch.optim.Optimizer, loss: torch.Tensor, live: Sequence[torch.Tensor],
+                    ema: Sequence[torch.Tensor], decay: float, step: int) -> dict[str, float]:
+    """Backpropagate, clip, step, and move the EMA weights (decay warms up over the first steps)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(live, 1.0)
+    opt.step()
+    _ema_update(ema, live, min(decay, (1 + step) / (10 + step)))
+    return {"loss": loss.item()}
+
+
 def _log(work: Path, message: str) -> None:
     tqdm.write(message)
     with (work / "train.log").open("a") as f:
@@ -395,12 +406,7 @@ def train_unet(settings: Settings, work: Path, vae: nn.Module, tokens: Tokens,
         context = te(ids).last_hidden_state
         loss = _diffusion_loss(scheduler, latents, gen, lambda x, t: unet(x, t, context).sample,
                                settings.min_snr_gamma)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(live, 1.0)
-        opt.step()
-        _ema_update(ema, live, min(settings.ema_decay, (1 + step) / (10 + step)))
-        return {"loss": loss.item()}
+        return _optimiser_step(opt, loss, live, ema, settings.ema_decay, step)
 
     def snapshot(step: int) -> dict[str, Any]:
         return {"unet": unet.state_dict(), "te": te.state_dict(), "ema_unet": ema_unet.state_dict(),
@@ -456,12 +462,7 @@ def train_controlnet(settings: Settings, work: Path, vae: nn.Module, unet: nn.Mo
             return unet(x, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
 
         loss = _diffusion_loss(scheduler, latents, gen, predict, settings.min_snr_gamma)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(live, 1.0)
-        opt.step()
-        _ema_update(ema, live, min(settings.ema_decay, (1 + step) / (10 + step)))
-        return {"loss": loss.item()}
+        return _optimiser_step(opt, loss, live, ema, settings.ema_decay, step)
 
     def snapshot(step: int) -> dict[str, Any]:
         return {"controlnet": controlnet.state_dict(), "ema": ema_cn.state_dict(), "opt": opt.state_dict(),

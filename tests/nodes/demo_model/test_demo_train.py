@@ -1,6 +1,8 @@
 """The trainer at toy size: it writes loadable files, and a paused and resumed run equals an uninterrupted one."""
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,15 @@ def test_a_run_writes_both_files_and_they_load(uninterrupted: Path) -> None:
     assert all(k.startswith("control_model.") for k in load_file(str(controlnet)))
     log = (uninterrupted / "work" / "train.log").read_text()
     assert "vae: step 3" in log and "unet: step 3" in log and "controlnet: step 2" in log
+    # the editor's default graph reads the size and prompt from ModelSpec / diffloom metadata
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint), framework="numpy") as handle:
+        metadata = handle.metadata()
+    assert metadata["modelspec.resolution"] == "64x64" and metadata["modelspec.architecture"] == "stable-diffusion-v1"
+    assert metadata["diffloom.example_prompt"] and json.loads(metadata["diffloom.training"])["seed"]
+    timings = json.loads((uninterrupted / "work" / "timings.json").read_text())
+    assert set(timings) == {"vae", "unet", "controlnet"} and all(v > 0 for v in timings.values())
 
 
 def test_paused_and_resumed_run_gives_the_same_files(uninterrupted: Path, tmp_path: Path) -> None:
