@@ -50,18 +50,16 @@ BROKEN_CHECKPOINT = "zz-broken.safetensors"  # sorts after the tiny one, which s
 class EditorServer:
     """`server.py` (through tests/web/editor_server.py) on a free loopback port, with a tiny SD1 checkpoint."""
 
-    def __init__(self, base: Path, workflows: Path) -> None:
+    what = "the editor's server"
+
+    def __init__(self, base: Path, *flags: str) -> None:
         self.base = base
-        self.workflows = workflows
         self.lines: list[str] = []
         self.url = ""
         self._ready = threading.Event()
-        # a checkpoint that fails while loading (not while validating): for the execution-error test
-        (base / "models" / "checkpoints").mkdir(parents=True)
-        (base / "models" / "checkpoints" / BROKEN_CHECKPOINT).write_bytes(b"not a checkpoint" * 8)
-        cmd = [sys.executable, str(ROOT / "tests" / "web" / "editor_server.py"), "--workflows-directory", str(workflows),
-               "--tiny-checkpoint", "sd1", "--port", "0", "--base-directory", str(base), "--front-end-root", str(ROOT / "web"),
-               "--disable-all-custom-nodes", "--preview-size", "64"]
+        cmd = [sys.executable, str(ROOT / "tests" / "web" / "editor_server.py"), "--tiny-checkpoint", "sd1",
+               "--port", "0", "--base-directory", str(base), "--front-end-root", str(ROOT / "web"),
+               "--preview-size", "64", *flags]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1)
         threading.Thread(target=self._read, daemon=True).start()
@@ -80,7 +78,7 @@ class EditorServer:
         while not self._ready.wait(0.1):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError("the editor's server did not start:\n" + "".join(self.lines[-40:]))
+                raise RuntimeError(f"{self.what} did not start:\n" + "".join(self.lines[-40:]))
 
     def stop(self) -> int | None:
         if self.proc.poll() is None:
@@ -98,7 +96,11 @@ def editor_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EditorSe
     base = tmp_path_factory.mktemp("editor_base")
     workflows = tmp_path_factory.mktemp("editor_workflows")
     (workflows / "latent_upscale.json").write_text(json.dumps(LISTED_WORKFLOW))
-    server = EditorServer(base, workflows)  # the first editor waits for it; the browser starts meanwhile
+    # a checkpoint that fails while loading (not while validating): for the execution-error test
+    (base / "models" / "checkpoints").mkdir(parents=True)
+    (base / "models" / "checkpoints" / BROKEN_CHECKPOINT).write_bytes(b"not a checkpoint" * 8)
+    # the first editor waits for it; the browser starts meanwhile
+    server = EditorServer(base, "--workflows-directory", str(workflows), "--disable-all-custom-nodes")
     yield server
     code = server.stop()
     assert code == 0, f"server exited with {code}:\n{''.join(server.lines[-60:])}"

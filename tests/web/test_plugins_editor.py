@@ -11,10 +11,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +19,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser
 
-from tests.web.conftest import ENV, RESULTS, ROOT
+from tests.web.conftest import RESULTS, ROOT, EditorServer
 from tests.web.editor import Editor
 
 FIXTURE = Path(__file__).resolve().parent / "plugins_fixture"
@@ -33,8 +29,10 @@ FAILED = {"broken_import": "missing requirement: diffloom_fixture_absent_package
 MARKS_JS = "() => window.fixtureMarks"
 
 
-class PluginEditorServer:
+class PluginEditorServer(EditorServer):
     """`server.py` on a free loopback port, with the fixture plugins and the example pack in its custom_nodes."""
+
+    what = "the plugin editor's server"
 
     def __init__(self, base: Path) -> None:
         plugins = base / "custom_nodes"
@@ -47,46 +45,11 @@ class PluginEditorServer:
                 shutil.copy(source, plugins / name)
         shutil.copytree(ROOT / "custom_nodes" / "example_pack", plugins / "example_pack",
                         ignore=shutil.ignore_patterns("__pycache__"))
-        self.base = base
-        self.lines: list[str] = []
-        self.url = ""
-        self._ready = threading.Event()
-        cmd = [sys.executable, str(ROOT / "tests" / "web" / "editor_server.py"), "--tiny-checkpoint", "sd1",
-               "--port", "0", "--base-directory", str(base), "--front-end-root", str(ROOT / "web"),
-               "--preview-size", "64"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            match = re.search(r"diffloom listening on (http://\S+?)(,|$|\s)", line)
-            if match:
-                self.url = match.group(1)
-                self._ready.set()
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self._ready.wait(0.1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the plugin editor's server did not start:\n" + "".join(self.lines[-40:]))
+        super().__init__(base)
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.url + path, timeout=30) as response:
             return json.loads(response.read())
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
-        return self.proc.returncode
 
 
 @pytest.fixture(scope="module")
