@@ -61,7 +61,7 @@ class Settings:
     vae_kl: float = 1e-5
     vae_colour: float = 1.0
     vae_threads: int = 1  # the VAE's many small ops run faster on one thread than synchronising two
-    unet_steps: int = 1000
+    unet_steps: int = 2000
     unet_batch: int = 48
     unet_lr: float = 1e-3
     caption_dropout: float = 0.1

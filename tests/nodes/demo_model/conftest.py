@@ -1,6 +1,7 @@
 """The shipped demo model run through diffloom's own nodes (loader, text encode, KSampler, VAE, ControlNet)."""
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,73 +17,84 @@ CONTROLNET = "diffloom-shapes-depth.safetensors"
 
 
 class DemoEngine:
-    """txt2img, img2img and ControlNet pictures from the demo model, through the built-in nodes."""
+    """txt2img, img2img and ControlNet pictures from the demo model: API prompts run by diffloom's executor."""
 
-    def __init__(self) -> None:
-        from nodes import loaders
+    def __init__(self, registry: Any, input_dir: Path, output_dir: Path) -> None:
+        from graph.executor import Executor
 
-        self.model, self.clip, self.vae = loaders.CheckpointLoaderSimple(ckpt_name=CHECKPOINT)
-        self._controlnet: Any = None
+        # One executor for the module: its output cache keeps the loaded checkpoint and unchanged encodes,
+        # as the server's would.
+        self.executor = Executor(registry)
+        self.input_dir, self.output_dir = input_dir, output_dir
+        self._count = 0
 
-    def encode(self, text: str) -> Any:
-        from nodes import text_nodes
+    def _input_file(self, picture: Image.Image | np.ndarray) -> str:
+        """Save a picture into the input folder for LoadImage; returns its name."""
+        self._count += 1
+        name = f"demo_input_{self._count}.png"
+        image = picture if isinstance(picture, Image.Image) else Image.fromarray(np.asarray(picture, dtype=np.uint8))
+        image.convert("RGB").save(self.input_dir / name)
+        return name
 
-        return text_nodes.CLIPTextEncode(text=text, clip=self.clip)
-
-    def sample(self, prompt: str, seed: int, *, negative: str = "", cfg: float = 7.0, steps: int = 20,
-               latent: dict[str, torch.Tensor] | None = None, denoise: float = 1.0, control: Image.Image | None = None,
-               strength: float = 1.0) -> np.ndarray:
-        """One 64x64 picture as a uint8 [H, W, 3] array."""
-        from nodes import sampler_nodes, vae_nodes
-        from nodes.latent import EmptyLatentImage
-
-        positive, negative_cond = self.encode(prompt), self.encode(negative)
+    def prompt(self, prompt: str, seed: int, *, negative: str = "", cfg: float = 7.0, steps: int = 20,
+               init: Image.Image | np.ndarray | None = None, denoise: float = 1.0,
+               control: Image.Image | np.ndarray | None = None, strength: float = 1.0) -> dict[str, Any]:
+        """The API-format workflow of ComfyUI's default graph, with img2img and ControlNet where asked."""
+        graph: dict[str, Any] = {
+            "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+            "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["ckpt", 1]}},
+            "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": negative, "clip": ["ckpt", 1]}},
+            "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "sampler": {"class_type": "KSampler", "inputs": {
+                "model": ["ckpt", 0], "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": "euler",
+                "scheduler": "normal", "positive": ["pos", 0], "negative": ["neg", 0],
+                "latent_image": ["latent", 0], "denoise": denoise}},
+            "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["ckpt", 2]}},
+            "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": "demo"}},
+        }
+        if init is not None:
+            graph["init"] = {"class_type": "LoadImage", "inputs": {"image": self._input_file(init)}}
+            graph["latent"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["init", 0], "vae": ["ckpt", 2]}}
         if control is not None:
-            from nodes import controlnet_nodes
+            graph["map"] = {"class_type": "LoadImage", "inputs": {"image": self._input_file(control)}}
+            graph["cn"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": CONTROLNET}}
+            graph["apply"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
+                "positive": ["pos", 0], "negative": ["neg", 0], "control_net": ["cn", 0], "image": ["map", 0],
+                "strength": strength, "start_percent": 0.0, "end_percent": 1.0}}
+            graph["sampler"]["inputs"].update(positive=["apply", 0], negative=["apply", 1])
+        return graph
 
-            if self._controlnet is None:
-                self._controlnet = controlnet_nodes.ControlNetLoader(control_net_name=CONTROLNET)
-            positive, negative_cond = controlnet_nodes.ControlNetApplyAdvanced(
-                positive=positive, negative=negative_cond, control_net=self._controlnet, image=to_image(control),
-                strength=strength, start_percent=0.0, end_percent=1.0)
-        latent = latent if latent is not None else EmptyLatentImage(width=64, height=64, batch_size=1)
-        out = sampler_nodes.KSampler(model=self.model, seed=seed, steps=steps, cfg=cfg, sampler_name="euler",
-                                     scheduler="normal", positive=positive, negative=negative_cond,
-                                     latent_image=latent, denoise=denoise)
-        return to_array(vae_nodes.VAEDecode(samples=out, vae=self.vae))
+    def run(self, graph: dict[str, Any]) -> np.ndarray:
+        """Run a workflow and read back the PNG its SaveImage wrote, as a uint8 [H, W, 3] array."""
+        result = self.executor.execute(graph, str(uuid.uuid4()))
+        assert result.ok, result.error
+        record = result.outputs["save"]["images"][0]
+        with Image.open(self.output_dir / record["subfolder"] / record["filename"]) as image:
+            return np.asarray(image.convert("RGB"))
+
+    def sample(self, prompt: str, seed: int, **options: Any) -> np.ndarray:
+        """One 64x64 picture as a uint8 [H, W, 3] array."""
+        return self.run(self.prompt(prompt, seed, **options))
 
     def img2img(self, image: np.ndarray, prompt: str, seed: int, denoise: float) -> np.ndarray:
-        from nodes import vae_nodes
-
-        latent = vae_nodes.VAEEncode(pixels=to_image(image), vae=self.vae)
-        return self.sample(prompt, seed, latent=latent, denoise=denoise)
-
-
-def to_image(picture: Image.Image | np.ndarray) -> torch.Tensor:
-    """A picture as ComfyUI's IMAGE: float32 [1, H, W, 3] in 0..1."""
-    array = np.asarray(picture.convert("RGB") if isinstance(picture, Image.Image) else picture, dtype=np.float32)
-    return torch.from_numpy(array / 255.0)[None]
-
-
-def to_array(image: torch.Tensor) -> np.ndarray:
-    """The first picture of an IMAGE as uint8 [H, W, 3]."""
-    return (image[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+        return self.sample(prompt, seed, init=image, denoise=denoise)
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoEngine]:
-    """The runtime pointed at the repository's models folder, and the demo model loaded through it."""
+def demo(registry: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoEngine]:
+    """The runtime pointed at the repository's models folder, and an executor to run the demo model's workflows."""
     from nodes import runtime as rt
     from nodes.folders import FolderPaths
 
     base = tmp_path_factory.mktemp("demo_engine")
     previous = rt._runtime
-    rt.configure(FolderPaths(base, models_dir=ROOT / "models", input_dir=base / "input", output_dir=base / "output",
-                             temp_dir=base / "temp", create_dirs=True))
+    folders = FolderPaths(base, models_dir=ROOT / "models", input_dir=base / "input", output_dir=base / "output",
+                          temp_dir=base / "temp", create_dirs=True)
+    rt.configure(folders)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the model is small: one thread avoids synchronising two on shared cores
     try:
-        yield DemoEngine()
+        yield DemoEngine(registry, base / "input", base / "output")
     finally:
         torch.set_num_threads(threads)
         rt._runtime = previous
