@@ -132,19 +132,25 @@ def editor(request: pytest.FixtureRequest, editor_server: EditorServer, browser:
     ed = Editor(page, editor_server.url, editor_server.base)
     ed.open()
     yield ed
-    failed = any(getattr(request.node, f"report_{when}", None) is not None
-                 and getattr(request.node, f"report_{when}").failed for when in ("setup", "call"))
-    problems = ed.unexpected_console_errors()
-    if failed or problems or os.environ.get("DIFFLOOM_EDITOR_SCREENSHOTS") == "1":
-        folder = RESULTS / re.sub(r"[^\w.-]+", "_", request.node.name)
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        for index, (name, png) in enumerate(ed.snapshots):
-            (folder / f"{index:02d}_{name}.png").write_bytes(png)
-        try:
-            page.screenshot(path=str(folder / "final.png"))
-        except Exception as exc:  # noqa: BLE001 - the page may be gone; the saved states still help
-            (folder / "final.txt").write_text(f"no final screenshot: {exc}")
-        (folder / "console.txt").write_text("\n".join(ed.console))
+    problems = finish_editor_test(request, ed)
     context.close()
     assert not problems, "console errors in the editor:\n" + "\n".join(problems)
+
+
+def finish_editor_test(request: pytest.FixtureRequest, editor: Editor, prefix: str = "") -> list[str]:
+    """The page's unexpected console errors; screenshots and console saved if the test failed or had any."""
+    failed = any(getattr(request.node, f"report_{when}", None) is not None
+                 and getattr(request.node, f"report_{when}").failed for when in ("setup", "call"))
+    problems = editor.unexpected_console_errors()
+    if failed or problems or os.environ.get("DIFFLOOM_EDITOR_SCREENSHOTS") == "1":
+        folder = RESULTS / (prefix + re.sub(r"[^\w.-]+", "_", request.node.name))
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for index, (name, png) in enumerate(editor.snapshots):
+            (folder / f"{index:02d}_{name}.png").write_bytes(png)
+        try:
+            editor.page.screenshot(path=str(folder / "final.png"))
+        except Exception as exc:  # noqa: BLE001 - the page may be gone; the saved states still help
+            (folder / "final.txt").write_text(f"no final screenshot: {exc}")
+        (folder / "console.txt").write_text("\n".join(editor.console))
+    return problems

@@ -8,9 +8,6 @@ and of the final page go to test-results/web/firefox_<test name>/.
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +15,11 @@ from pathlib import Path
 import pytest
 from marionette_driver.marionette import Marionette
 
+from tests.web.conftest import finish_editor_test
 from tests.web.editor import Editor
 from tests.web.firefox import (LAPTOP_SCREEN, FirefoxPage, GeckoLog, parse_log, start_firefox, stop_firefox,
                                wait_for_download)
 from tests.web.test_editor import DEFAULT_LINKS, DEFAULT_TYPES, make_small, named_links
-
-RESULTS = Path(__file__).resolve().parents[2] / "test-results" / "web"
 
 # Where the editor's parts are on the page, and whether each is the topmost thing at its centre.
 LAYOUT_JS = """() => {
@@ -81,20 +77,7 @@ def fx(request: pytest.FixtureRequest, editor_server, firefox: Firefox) -> Itera
     editor.open()
     yield editor
     page.drain_console()
-    failed = any(getattr(request.node, f"report_{when}", None) is not None
-                 and getattr(request.node, f"report_{when}").failed for when in ("setup", "call"))
-    problems = editor.unexpected_console_errors()
-    if failed or problems or os.environ.get("DIFFLOOM_EDITOR_SCREENSHOTS") == "1":
-        folder = RESULTS / ("firefox_" + re.sub(r"[^\w.-]+", "_", request.node.name))
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        for index, (name, png) in enumerate(editor.snapshots):
-            (folder / f"{index:02d}_{name}.png").write_bytes(png)
-        try:
-            page.screenshot(path=str(folder / "final.png"))
-        except Exception as exc:  # noqa: BLE001 - the page may be gone; the saved states still help
-            (folder / "final.txt").write_text(f"no final screenshot: {exc}")
-        (folder / "console.txt").write_text("\n".join(editor.console))
+    problems = finish_editor_test(request, editor, prefix="firefox_")
     assert not problems, "console errors in the editor (Firefox):\n" + "\n".join(problems)
 
 
