@@ -10,6 +10,8 @@ Stages, in order, each resumable from its last saved state in `--work-dir` (reru
               weighting, EMA of the weights. Then the SD1 single file is written.
   controlnet  ControlNet on the depth-like shape maps, with the UNet and text encoder frozen; then the
               original-layout ControlNet file is written.
+  controlnet_edges
+              the same on the shapes' outlines (white edges on black, as an edge detector gives).
 Every batch, noise draw and timestep comes from (seed, stage, step), so a resumed run continues
 exactly as an uninterrupted one would (on the same machine and thread count). Ctrl-C (or SIGTERM)
 saves the state after the current step; `--stop-after N` does so after N steps. The learning rate is
@@ -39,6 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
+from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from nodes.demo_model import architecture as arch  # noqa: E402
@@ -46,8 +49,11 @@ from nodes.demo_model import shapes  # noqa: E402
 
 CHECKPOINT_NAME = "diffloom-shapes.safetensors"
 CONTROLNET_NAME = "diffloom-shapes-depth.safetensors"
-STAGES = ("vae", "unet", "controlnet")
-_STAGE_IDS = {"vae": 1, "unet": 2, "controlnet": 3, "stats": 4, "eval": 5}
+EDGES_CONTROLNET_NAME = "diffloom-shapes-edges.safetensors"
+STAGES = ("vae", "unet", "controlnet", "controlnet_edges")
+_STAGE_IDS = {"vae": 1, "unet": 2, "controlnet": 3, "stats": 4, "eval": 5, "controlnet_edges": 6}
+# The hint each ControlNet stage learns: a shapes.py map function and the file it is written to.
+HINTS = {"controlnet": (shapes.depth_map, CONTROLNET_NAME), "controlnet_edges": (shapes.edge_map, EDGES_CONTROLNET_NAME)}
 
 
 @dataclass
@@ -68,6 +74,7 @@ class Settings:
     ema_decay: float = 0.998
     min_snr_gamma: float = 5.0
     controlnet_steps: int = 400
+    controlnet_edges_steps: int = 400  # the edge-map ControlNet: same batch, rate and caption dropout
     controlnet_batch: int = 32
     controlnet_lr: float = 1e-3
     controlnet_caption_dropout: float = 0.5
@@ -100,29 +107,30 @@ def lr_factor(step: int, warmup: int) -> float:
 
 @dataclass
 class Batch:
-    """Pictures in -1..1 [N,3,H,W], depth maps in 0..1 [N,3,H,W], captions."""
+    """Pictures in -1..1 [N,3,H,W], hint maps (depth-like or edges) in 0..1 [N,3,H,W], captions."""
 
     images: torch.Tensor
-    depths: torch.Tensor
+    maps: torch.Tensor
     captions: list[str]
 
 
-def make_batch(rng: np.random.Generator, n: int, *, with_depth: bool = False) -> Batch:
-    """`n` fresh procedural samples."""
+def make_batch(rng: np.random.Generator, n: int, *,
+               hint: Callable[[shapes.Scene, int], Image.Image] | None = None) -> Batch:
+    """`n` fresh procedural samples, with each scene's `hint` map (shapes.depth_map, shapes.edge_map) if given."""
     size = arch.IMAGE_SIZE
     images = np.empty((n, size, size, 3), dtype=np.uint8)
-    depths = np.empty((n, size, size), dtype=np.uint8) if with_depth else None
+    maps = np.empty((n, size, size), dtype=np.uint8) if hint is not None else None
     captions = []
     for i in range(n):
         scene = shapes.sample_scene(rng)
         images[i] = np.asarray(shapes.render(scene, size))
-        if depths is not None:
-            depths[i] = np.asarray(shapes.depth_map(scene, size))[..., 0]
+        if maps is not None:
+            maps[i] = np.asarray(hint(scene, size))[..., 0]
         captions.append(shapes.caption(scene, rng))
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    maps = (torch.from_numpy(depths).float() / 255.0)[:, None].expand(-1, 3, -1, -1).contiguous() \
-        if depths is not None else torch.empty(0)
-    return Batch(pixels, maps, captions)
+    hints = (torch.from_numpy(maps).float() / 255.0)[:, None].expand(-1, 3, -1, -1).contiguous() \
+        if maps is not None else torch.empty(0)
+    return Batch(pixels, hints, captions)
 
 
 class Tokens:
@@ -422,15 +430,18 @@ def train_unet(settings: Settings, work: Path, vae: nn.Module, tokens: Tokens,
 
 
 def train_controlnet(settings: Settings, work: Path, vae: nn.Module, unet: nn.Module, te: nn.Module,
-                     tokens: Tokens, save_every: int, budget: Budget) -> nn.Module:
-    """Stage 3: the ControlNet on depth-like maps, UNet and text encoder frozen; returns its EMA weights."""
-    stage = Stage(work, "controlnet")
+                     tokens: Tokens, save_every: int, budget: Budget, name: str = "controlnet") -> nn.Module:
+    """Stages 3 and 4: a ControlNet on depth-like maps (`controlnet`) or on shape outlines (`controlnet_edges`),
+    UNet and text encoder frozen; returns its EMA weights."""
+    stage = Stage(work, name)
+    hint = HINTS[name][0]
+    steps = settings.controlnet_steps if name == "controlnet" else settings.controlnet_edges_steps
     upstream = {"vae": settings.vae_steps, "unet": settings.unet_steps}
-    if (done := stage.finished(settings.controlnet_steps, upstream)) is not None:
+    if (done := stage.finished(steps, upstream)) is not None:
         controlnet = arch.build_controlnet(unet)
         controlnet.load_state_dict(done["controlnet"])
         return controlnet.eval().requires_grad_(False)
-    torch.manual_seed(settings.seed + 2)
+    torch.manual_seed(settings.seed + _STAGE_IDS[name] - 1)  # + 2 for the depth ControlNet, as it always was
     controlnet = arch.build_controlnet(unet).train()
     ema_cn = copy.deepcopy(controlnet).eval().requires_grad_(False)
     live, ema = list(controlnet.parameters()), list(ema_cn.parameters())
@@ -443,22 +454,22 @@ def train_controlnet(settings: Settings, work: Path, vae: nn.Module, unet: nn.Mo
         ema_cn.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         start = state["step"]
-        _log(work, f"controlnet: resuming at step {start}")
+        _log(work, f"{name}: resuming at step {start}")
     scheduler = _noise_schedule()
     unet.eval().requires_grad_(False)
     te.eval().requires_grad_(False)
 
     def one_step(step: int) -> dict[str, float]:
         _set_lr(opt, settings.controlnet_lr, step, settings.warmup)
-        batch = make_batch(step_rng(settings.seed, "controlnet", step), settings.controlnet_batch, with_depth=True)
-        gen = step_generator(settings.seed, "controlnet", step)
+        batch = make_batch(step_rng(settings.seed, name, step), settings.controlnet_batch, hint=hint)
+        gen = step_generator(settings.seed, name, step)
         latents = _encode(vae, batch.images, gen)
         with torch.no_grad():
             ids = tokens.compact(_drop_captions(batch.captions, settings.controlnet_caption_dropout, gen))
             context = te(ids).last_hidden_state
 
         def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            down, mid = controlnet(x, t, context, controlnet_cond=batch.depths, return_dict=False)
+            down, mid = controlnet(x, t, context, controlnet_cond=batch.maps, return_dict=False)
             return unet(x, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
 
         loss = _diffusion_loss(scheduler, latents, gen, predict, settings.min_snr_gamma)
@@ -468,8 +479,8 @@ def train_controlnet(settings: Settings, work: Path, vae: nn.Module, unet: nn.Mo
         return {"controlnet": controlnet.state_dict(), "ema": ema_cn.state_dict(), "opt": opt.state_dict(),
                 "step": step, "upstream": upstream}
 
-    _train_loop(stage, settings.controlnet_steps, start, one_step, snapshot, save_every, budget)
-    stage.save(stage.done, {"controlnet": ema_cn.state_dict(), "step": settings.controlnet_steps,
+    _train_loop(stage, steps, start, one_step, snapshot, save_every, budget)
+    stage.save(stage.done, {"controlnet": ema_cn.state_dict(), "step": steps,
                             "upstream": upstream})
     return ema_cn
 
@@ -499,18 +510,20 @@ def _metadata(settings: Settings, what: str, title: str) -> dict[str, str]:
 
 
 def write_files(settings: Settings, out: Path, vae: nn.Module, unet: nn.Module, te: nn.Module, tokens: Tokens,
-                controlnet: nn.Module | None) -> list[Path]:
-    """The SD1 checkpoint (and the ControlNet, once trained) under `out`/checkpoints and `out`/controlnet."""
+                controlnets: dict[str, nn.Module]) -> list[Path]:
+    """The SD1 checkpoint (and the ControlNets trained, by stage name) under `out`/checkpoints and `out`/controlnet."""
     from nodes.demo_model.controlnet_export import save_controlnet  # noqa: PLC0415
     from nodes.demo_model.export import save_sd1_checkpoint  # noqa: PLC0415
 
     full_te = arch.expand_text_encoder(te, tokens.vocab)
     written = [save_sd1_checkpoint(unet, vae, full_te, out / "checkpoints" / CHECKPOINT_NAME,
                                    metadata=_metadata(settings, "diffloom-shapes", "diffloom shapes (demo model)"))]
-    if controlnet is not None:
-        written.append(save_controlnet(controlnet, out / "controlnet" / CONTROLNET_NAME, dtype=torch.float16,
-                                       metadata=_metadata(settings, "diffloom-shapes-depth",
-                                                          "diffloom shapes depth ControlNet (demo model)")))
+    for name, controlnet in controlnets.items():
+        filename = HINTS[name][1]
+        kind = filename.removeprefix("diffloom-shapes-").removesuffix(".safetensors")  # depth, edges
+        written.append(save_controlnet(controlnet, out / "controlnet" / filename, dtype=torch.float16,
+                                       metadata=_metadata(settings, f"diffloom-shapes-{kind}",
+                                                          f"diffloom shapes {kind} ControlNet (demo model)")))
     return written
 
 
@@ -520,7 +533,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
     parser.add_argument("--out", type=Path, default=Path("models"), help="models folder (checkpoints/, controlnet/)")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/diffloom-demo-train"),
                         help="where resumable training state, logs and sample grids go")
-    parser.add_argument("--until", choices=STAGES, default="controlnet", help="last stage to run")
+    parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
     parser.add_argument("--save-every", type=int, default=50, help="steps between resumable saves")
     parser.add_argument("--stop-after", type=int, default=None,
                         help="save and stop after this many steps in this run (rerun the same command to resume)")
@@ -564,16 +577,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         tokens = Tokens()
         unet, te = train_unet(settings, work, vae, tokens, args.save_every, budget)
-        controlnet = None
-        if args.until == "controlnet":
-            controlnet = train_controlnet(settings, work, vae, unet, te, tokens, args.save_every, budget)
+        controlnets = {name: train_controlnet(settings, work, vae, unet, te, tokens, args.save_every, budget, name)
+                       for name in STAGES[2:STAGES.index(args.until) + 1]}
     except Paused as paused:
         _log(work, f"paused: {paused}; run the same command again to resume")
         return 3
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    for path in write_files(settings, args.out, vae, unet, te, tokens, controlnet):
+    for path in write_files(settings, args.out, vae, unet, te, tokens, controlnets):
         _log(work, f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     timings = json.loads((work / "timings.json").read_text()) if (work / "timings.json").exists() else {}
     _log(work, f"training wall times (s, summed over resumed runs): {json.dumps(timings)}")

@@ -14,6 +14,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[3]
 CHECKPOINT = "diffloom-shapes.safetensors"
 CONTROLNET = "diffloom-shapes-depth.safetensors"
+EDGES_CONTROLNET = "diffloom-shapes-edges.safetensors"
 
 
 class DemoEngine:
@@ -38,7 +39,8 @@ class DemoEngine:
 
     def prompt(self, prompt: str, seed: int, *, negative: str = "", cfg: float = 7.0, steps: int = 20,
                init: Image.Image | np.ndarray | None = None, denoise: float = 1.0,
-               control: Image.Image | np.ndarray | None = None, strength: float = 1.0) -> dict[str, Any]:
+               control: Image.Image | np.ndarray | None = None, strength: float = 1.0,
+               control_net: str = CONTROLNET) -> dict[str, Any]:
         """The API-format workflow of ComfyUI's default graph, with img2img and ControlNet where asked."""
         graph: dict[str, Any] = {
             "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
@@ -57,7 +59,7 @@ class DemoEngine:
             graph["latent"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["init", 0], "vae": ["ckpt", 2]}}
         if control is not None:
             graph["map"] = {"class_type": "LoadImage", "inputs": {"image": self._input_file(control)}}
-            graph["cn"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": CONTROLNET}}
+            graph["cn"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": control_net}}
             graph["apply"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
                 "positive": ["pos", 0], "negative": ["neg", 0], "control_net": ["cn", 0], "image": ["map", 0],
                 "strength": strength, "start_percent": 0.0, "end_percent": 1.0}}

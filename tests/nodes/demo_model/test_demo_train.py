@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from nodes.demo_model import train
 from nodes.models.checkpoint import load_checkpoint
 
-TINY = ["--vae-steps", "3", "--unet-steps", "3", "--controlnet-steps", "2", "--vae-batch", "2", "--unet-batch", "2",
+TINY = ["--vae-steps", "3", "--unet-steps", "3", "--controlnet-steps", "2", "--controlnet-edges-steps", "2",
+        "--vae-batch", "2", "--unet-batch", "2",
         "--controlnet-batch", "2", "--stats-samples", "8", "--warmup", "2", "--save-every", "2"]
 
 
@@ -26,14 +27,18 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base
 
 
-def test_a_run_writes_both_files_and_they_load(uninterrupted: Path) -> None:
+def test_a_run_writes_all_files_and_they_load(uninterrupted: Path) -> None:
     checkpoint = uninterrupted / "models" / "checkpoints" / train.CHECKPOINT_NAME
     controlnet = uninterrupted / "models" / "controlnet" / train.CONTROLNET_NAME
     parts = load_checkpoint(checkpoint, dtype=torch.float32)
     assert parts.family == "sd1" and parts.extra["unused_keys"] == []
-    assert all(k.startswith("control_model.") for k in load_file(str(controlnet)))
+    edges = uninterrupted / "models" / "controlnet" / train.EDGES_CONTROLNET_NAME
+    for path in (controlnet, edges):
+        assert all(k.startswith("control_model.") for k in load_file(str(path)))
+    assert not torch.equal(*(load_file(str(p))["control_model.input_hint_block.0.weight"] for p in (controlnet, edges)))
     log = (uninterrupted / "work" / "train.log").read_text()
     assert "vae: step 3" in log and "unet: step 3" in log and "controlnet: step 2" in log
+    assert "controlnet_edges: step 2" in log
     # the editor's default graph reads the size and prompt from ModelSpec / diffloom metadata
     from safetensors import safe_open
 
@@ -42,7 +47,7 @@ def test_a_run_writes_both_files_and_they_load(uninterrupted: Path) -> None:
     assert metadata["modelspec.resolution"] == "64x64" and metadata["modelspec.architecture"] == "stable-diffusion-v1"
     assert metadata["diffloom.example_prompt"] and json.loads(metadata["diffloom.training"])["seed"]
     timings = json.loads((uninterrupted / "work" / "timings.json").read_text())
-    assert set(timings) == {"vae", "unet", "controlnet"} and all(v > 0 for v in timings.values())
+    assert set(timings) == {"vae", "unet", "controlnet", "controlnet_edges"} and all(v > 0 for v in timings.values())
 
 
 def test_paused_and_resumed_run_gives_the_same_files(uninterrupted: Path, tmp_path: Path) -> None:
@@ -52,7 +57,8 @@ def test_paused_and_resumed_run_gives_the_same_files(uninterrupted: Path, tmp_pa
     assert _run(tmp_path) == 0
     log = (tmp_path / "work" / "train.log").read_text()
     assert "paused: vae at step 2" in log and "paused: unet at step 2" in log and "unet: resuming at step 2" in log
-    for sub, name in (("checkpoints", train.CHECKPOINT_NAME), ("controlnet", train.CONTROLNET_NAME)):
+    for sub, name in (("checkpoints", train.CHECKPOINT_NAME), ("controlnet", train.CONTROLNET_NAME),
+                      ("controlnet", train.EDGES_CONTROLNET_NAME)):
         a = load_file(str(uninterrupted / "models" / sub / name))
         b = load_file(str(tmp_path / "models" / sub / name))
         assert a.keys() == b.keys()

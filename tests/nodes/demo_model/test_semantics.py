@@ -7,10 +7,14 @@ between machines does not.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import pytest
+from PIL import Image
 
 from nodes.demo_model import measure, shapes
-from tests.nodes.demo_model.conftest import DemoEngine
+from tests.nodes.demo_model.conftest import CONTROLNET, EDGES_CONTROLNET, DemoEngine
 
 SEEDS = range(4)  # several seeds, and few pictures: each costs ~1.5 s on one CPU thread
 WHITE = np.array(shapes.COLOURS["white"], dtype=np.float64)
@@ -75,12 +79,16 @@ def test_img2img_at_denoise_0_3_stays_close_to_its_input(demo: DemoEngine) -> No
         assert near < 20 and near < far / 2, (seed, near, far)
 
 
-def test_a_controlnet_map_with_a_shape_on_the_left_puts_the_shape_on_the_left(demo: DemoEngine) -> None:
-    # Measured x of the picture's object centre (0 = left edge, seeds 0-7): 0.22-0.25 with the shape
-    # at 0.25 in the map, 0.70-0.76 with it at 0.75, and anywhere from 0.23 to 0.78 without a ControlNet.
+@pytest.mark.parametrize(("control_net", "hint"), [(CONTROLNET, shapes.depth_map), (EDGES_CONTROLNET, shapes.edge_map)],
+                         ids=["depth", "edges"])
+def test_a_controlnet_map_with_a_shape_on_the_left_puts_the_shape_on_the_left(
+        demo: DemoEngine, control_net: str, hint: Callable[[shapes.Scene], Image.Image]) -> None:
+    # Measured x of the picture's object centre (0 = left edge, seeds 0-7), with the shape at 0.25 / 0.75
+    # in the map: depth 0.22-0.25 / 0.70-0.76, edges 0.23-0.27 / 0.72-0.75; anywhere from 0.23 to 0.78 without one.
     for side, x in (("left", 0.25), ("right", 0.75)):
-        depth = shapes.depth_map(_scene("red", "circle", "white", x))
+        control = hint(_scene("red", "circle", "white", x))
         for seed in SEEDS:
-            centre = measure.foreground_centroid(demo.sample("a red circle on a white background", seed, control=depth))
+            centre = measure.foreground_centroid(demo.sample("a red circle on a white background", seed,
+                                                             control=control, control_net=control_net))
             assert centre is not None, (side, seed)
             assert (centre[0] < 0.4) if side == "left" else (centre[0] > 0.6), (side, seed, centre)
