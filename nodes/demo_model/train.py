@@ -52,8 +52,9 @@ CONTROLNET_NAME = "diffloom-shapes-depth.safetensors"
 EDGES_CONTROLNET_NAME = "diffloom-shapes-edges.safetensors"
 STAGES = ("vae", "unet", "controlnet", "controlnet_edges")
 _STAGE_IDS = {"vae": 1, "unet": 2, "controlnet": 3, "stats": 4, "eval": 5, "controlnet_edges": 6}
-# The hint each ControlNet stage learns: a shapes.py map function and the file it is written to.
-HINTS = {"controlnet": (shapes.depth_map, CONTROLNET_NAME), "controlnet_edges": (shapes.edge_map, EDGES_CONTROLNET_NAME)}
+# What each ControlNet stage learns: its kind of hint, the shapes.py function drawing it, its file.
+HINTS = {"controlnet": ("depth", shapes.depth_map, CONTROLNET_NAME),
+         "controlnet_edges": ("edges", shapes.edge_map, EDGES_CONTROLNET_NAME)}
 
 
 @dataclass
@@ -434,7 +435,7 @@ def train_controlnet(settings: Settings, work: Path, vae: nn.Module, unet: nn.Mo
     """Stages 3 and 4: a ControlNet on depth-like maps (`controlnet`) or on shape outlines (`controlnet_edges`),
     UNet and text encoder frozen; returns its EMA weights."""
     stage = Stage(work, name)
-    hint = HINTS[name][0]
+    hint = HINTS[name][1]
     steps = settings.controlnet_steps if name == "controlnet" else settings.controlnet_edges_steps
     upstream = {"vae": settings.vae_steps, "unet": settings.unet_steps}
     if (done := stage.finished(steps, upstream)) is not None:
@@ -519,8 +520,7 @@ def write_files(settings: Settings, out: Path, vae: nn.Module, unet: nn.Module, 
     written = [save_sd1_checkpoint(unet, vae, full_te, out / "checkpoints" / CHECKPOINT_NAME,
                                    metadata=_metadata(settings, "diffloom-shapes", "diffloom shapes (demo model)"))]
     for name, controlnet in controlnets.items():
-        filename = HINTS[name][1]
-        kind = filename.removeprefix("diffloom-shapes-").removesuffix(".safetensors")  # depth, edges
+        kind, _, filename = HINTS[name]
         written.append(save_controlnet(controlnet, out / "controlnet" / filename, dtype=torch.float16,
                                        metadata=_metadata(settings, f"diffloom-shapes-{kind}",
                                                           f"diffloom shapes {kind} ControlNet (demo model)")))
