@@ -17,12 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -31,6 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.server_proc import ServerProcess  # noqa: E402
 
 CONFIGS: dict[str, list[str]] = {"in-process": [], "1 worker": ["--devices", "cpu"], "2 workers": ["--devices", "cpu,cpu"]}
 CHECKPOINT = "bench-workers-tiny-sd1.safetensors"
@@ -58,48 +56,15 @@ def prompt(seed: int, *, steps: int, size: int) -> dict[str, Any]:
     }
 
 
-class Server:
-    """`python server.py` with the built-in nodes on a free loopback port."""
+class Server(ServerProcess):
+    """`python server.py` with the built-in nodes on a free loopback port, asked about its workers."""
 
     def __init__(self, base: Path, args: list[str]) -> None:
-        self.base, self.args = base, args
-        self.url = ""
-        self.lines: list[str] = []
-        self.proc: subprocess.Popen[str] | None = None
+        super().__init__(base, "--preview-method", "none", *args)
 
     def __enter__(self) -> Server:
-        env = {**os.environ, "GOMP_SPINCOUNT": "0", "HF_HUB_OFFLINE": "1"}
-        cmd = [sys.executable, str(ROOT / "server.py"), "--port", "0", "--base-directory", str(self.base),
-               "--disable-all-custom-nodes", "--preview-method", "none", *self.args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
-        ready = threading.Event()
-
-        def read() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.lines.append(line)
-                match = re.search(r"diffloom listening on (http://\S+?)(,|$|\s)", line)
-                if match:
-                    self.url = match.group(1)
-                    ready.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        deadline = time.monotonic() + 300
-        while not ready.wait(0.1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError("server.py did not start:\n" + "".join(self.lines[-30:]))
+        self.start(timeout=300.0)  # with --devices the worker processes import torch before it listens
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
 
     def workers(self) -> list[dict[str, Any]]:
         worker = _http("GET", self.url + "/system_stats")["diffloom"]["worker"]
