@@ -895,6 +895,9 @@ def to_job(item: QueueItem, *, include_outputs: bool = False) -> dict[str, Any]:
         "previewable_outputs_count": previewable,
         "preview_output": preview,
         "workflow_id": item.workflow_id,
+        # diffloom: which worker ran (or runs) the job, and how often a dead worker's run was retried
+        "worker_id": item.worker_id,
+        "retries": item.retries or None,
     }
     # The frontend's schema marks these optional, not nullable: absent, never null.
     job = {k: v for k, v in job.items() if v is not None}

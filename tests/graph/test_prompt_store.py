@@ -420,6 +420,7 @@ def test_requeue_running_and_interrupted(store: PromptStore) -> None:
     # the retry notes stay in front of the last run's messages
     assert [m[0] for m in done.messages] == ["execution_requeued", "execution_interrupted",
                                              "execution_requeued", "execution_success"]
+    assert to_job(done)["retries"] == 2 and to_job(done)["worker_id"] == "w"
 
 
 # --- crash recovery ------------------------------------------------------------------------------
@@ -491,6 +492,7 @@ def test_jobs_render_filter_sort_and_page(store: PromptStore) -> None:
     assert done["status"] == "completed" and done["outputs_count"] == 1
     assert done["preview_output"] == {**IMAGE_UI["images"][0], "nodeId": "9", "mediaType": "images"}
     assert done["execution_end_time"] - done["execution_start_time"] >= 40
+    assert done["worker_id"] == by_id[running.prompt_id]["worker_id"] == "w" and "retries" not in done
     assert all(v is not None for j in jobs for v in j.values())
 
     def ids(**kw):

@@ -1,7 +1,6 @@
 """Helpers for the worker-pool tests: the pool's workers as /system_stats shows them, waiting on their states."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from tests.server.server_harness import ServerProcess, wait_until
@@ -35,6 +34,6 @@ def worker_running(server: ServerProcess, prompt_id: str, node: str | None = Non
     return wait_until(find, timeout, f"prompt {prompt_id} running on a worker")
 
 
-def ran_on(server: ServerProcess, prompt_id: str) -> list[str]:
-    """The workers the server log says finished prompt_id, in order."""
-    return re.findall(rf"Prompt {prompt_id} \w+ on worker (\S+) in", server.log())
+def ran_on(server: ServerProcess, prompt_id: str) -> str:
+    """The worker that ran prompt_id, as its job record says."""
+    return server.get(f"/api/jobs/{prompt_id}").json()["worker_id"]
