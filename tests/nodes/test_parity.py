@@ -16,8 +16,7 @@ from nodes.guidance import model_sampling
 from nodes.latent import EmptyLatentImage
 from nodes.sampling import prepare_noise
 from nodes.vae_nodes import InpaintModelConditioning, VAEEncode
-
-ATOL = 1e-4
+from tests.nodes.parity import assert_same_up_to_rounding
 
 
 def euler_for(model: Any, steps: int, denoise: float = 1.0) -> tuple[Any, list[int]]:
@@ -53,7 +52,7 @@ def test_sdxl_matches_stable_diffusion_xl_pipeline(runtime: Any) -> None:
         theirs = pipe("a lighthouse at sunset", negative_prompt="blurry", timesteps=timesteps, guidance_scale=4.0,
                       latents=prepare_noise((1, 4, 8, 8), 11), output_type="latent", height=64, width=64).images
     theirs = theirs.float().cpu() / vae_module.config.scaling_factor
-    assert torch.allclose(ours["samples"], theirs, atol=ATOL, rtol=ATOL), (ours["samples"] - theirs).abs().max()
+    assert_same_up_to_rounding(ours["samples"], theirs)
 
 
 def test_img2img_matches_stable_diffusion_img2img_pipeline(runtime: Any) -> None:
@@ -78,7 +77,7 @@ def test_img2img_matches_stable_diffusion_img2img_pipeline(runtime: Any) -> None
         theirs = pipe("a red circle", image=scaled, strength=0.5, negative_prompt="blurry", timesteps=timesteps,
                       guidance_scale=3.0, generator=torch.Generator().manual_seed(21), output_type="latent").images
     theirs = theirs.float().cpu() / vae_module.config.scaling_factor
-    assert torch.allclose(ours["samples"], theirs, atol=ATOL, rtol=ATOL), (ours["samples"] - theirs).abs().max()
+    assert_same_up_to_rounding(ours["samples"], theirs)
 
 
 def test_inpainting_model_matches_stable_diffusion_inpaint_pipeline(runtime: Any, tmp_path: Any) -> None:
@@ -114,4 +113,4 @@ def test_inpainting_model_matches_stable_diffusion_inpaint_pipeline(runtime: Any
                       guidance_scale=3.0, strength=1.0, latents=start, output_type="latent", height=64,
                       width=64).images
     theirs = theirs.float().cpu() / vae_module.config.scaling_factor
-    assert torch.allclose(ours["samples"], theirs, atol=ATOL, rtol=ATOL), (ours["samples"] - theirs).abs().max()
+    assert_same_up_to_rounding(ours["samples"], theirs)
