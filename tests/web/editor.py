@@ -171,7 +171,9 @@ class Editor:
         """Double-click the canvas, type in the search box, pick `class_type`; returns the new node's id."""
         before = {n["id"] for n in self.graph()["nodes"]}
         x, y = at or self.empty_spot()
-        self.page.mouse.dblclick(x, y)
+        # delay: litegraph takes two presses at the same timestamp (the page's clock is coarse, and scripted
+        # presses can be that close) for one click; a person's double click takes 100 ms or more.
+        self.page.mouse.dblclick(x, y, delay=20)
         box = self.page.locator(".litesearchbox input")
         box.wait_for()
         box.type(query, delay=10)

@@ -140,9 +140,10 @@ class Mouse:
         code = BUTTONS[button]
         self._sequence().pointer_move(round(x), round(y)).pointer_down(code).pointer_up(code).perform()
 
-    def dblclick(self, x: float, y: float) -> None:
-        sequence = self._sequence().pointer_move(round(x), round(y))
-        sequence.pointer_down(0).pointer_up(0).pointer_down(0).pointer_up(0).perform()
+    def dblclick(self, x: float, y: float, delay: float = 0) -> None:
+        """As Playwright's: `delay` ms between each press and its release."""
+        sequence = self._sequence().pointer_move(round(x), round(y)).pointer_down(0).pause(delay).pointer_up(0)
+        sequence.pointer_down(0).pause(delay).pointer_up(0).perform()
 
 
 def key_chord(combo: str) -> tuple[list[str], str]:

@@ -112,7 +112,14 @@ export class App {
     this.canvas.show_info = false;
     this.canvas.render_canvas_border = false;
     this.canvas.low_quality_zoom_threshold = 0.45; // a little under MIN_FIT_SCALE
+    const showSearchBox = this.canvas.showSearchBox.bind(this.canvas);
+    this.canvas.showSearchBox = (event, options) => {
+      const dialog = showSearchBox(event, options);
+      this.enterPicksCurrentResults(dialog?.querySelector("input"));
+      return dialog;
+    };
     this.canvas.onSearchBox = (helper, text) => {
+      this.searchedText = text;
       // litegraph appends the results after this returns; then show each one's category beside it
       queueMicrotask(() => {
         for (const item of helper.querySelectorAll(".lite-search-item")) {
@@ -162,6 +169,27 @@ export class App {
     }
     scored.sort((a, b) => a[0] - b[0] || a[1].localeCompare(b[1]));
     return scored.slice(0, 60).map(([, , type]) => type);
+  }
+
+  /**
+   * litegraph lists the search results 10 ms after the last key, and Enter takes the first result listed:
+   * typed or pasted quickly, Enter would add a node that matched an earlier part of the text. Hold Enter
+   * back until the results are those of the text in the box.
+   */
+  enterPicksCurrentResults(input) {
+    if (!input) return;
+    input.addEventListener("keydown", (e) => {
+      if (e.key !== "Enter" || e.diffloomRetry || this.searchedText === input.value) return;
+      e.preventDefault();
+      e.stopImmediatePropagation();
+      // any other key makes litegraph list the results for the current text
+      input.dispatchEvent(new KeyboardEvent("keydown", { key: "Shift", bubbles: true }));
+      setTimeout(() => {
+        const again = new KeyboardEvent("keydown", { key: "Enter", bubbles: true, cancelable: true });
+        again.diffloomRetry = true;
+        input.dispatchEvent(again);
+      }, 30);
+    }, { capture: true });
   }
 
   /** Open the node search box at a screen position (default: the middle of the canvas). */
