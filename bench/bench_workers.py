@@ -70,7 +70,7 @@ class Server(ServerProcess):
         worker = _http("GET", self.url + "/system_stats")["diffloom"]["worker"]
         return worker.get("workers", [worker])
 
-    def wait_ready(self) -> None:
+    def wait_workers_ready(self) -> None:
         deadline = time.monotonic() + 600
         while not all(w.get("state", "ready") in ("ready", "busy") for w in self.workers()):
             if time.monotonic() > deadline:
@@ -114,7 +114,7 @@ def measure(*, prompts: int = 16, steps: int = 10, size: int = 96, rounds: int =
         for name, args in configs.items():
             rates = []
             with Server(base, args) as server:
-                server.wait_ready()
+                server.wait_workers_ready()
                 workers = len(server.workers())
                 server.run_all([prompt(seed + i, steps=steps, size=size) for i in range(workers * 2)])  # warm-up
                 seed += workers * 2

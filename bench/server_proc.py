@@ -24,39 +24,65 @@ from bench.common import ROOT
 
 
 class ServerProcess:
-    """`python server.py --port 0 --base-directory BASE ...`, started and stopped by the benchmark."""
+    """`python server.py --port 0 --base-directory BASE ...` on a free loopback port, as users run it.
 
-    def __init__(self, base: Path, *args: str) -> None:
+    The one launcher of the benchmarks and the tests (which add their nodes by overriding `command`):
+    its output is collected line by line, `start` waits for the "listening" line, `stop` sends SIGTERM.
+    """
+
+    script = "server.py"
+    what = "server.py"
+
+    def __init__(self, base: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.base = Path(base)
         self.args = list(args)
+        self.env = {**os.environ, "GOMP_SPINCOUNT": "0", "HF_HUB_OFFLINE": "1", **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.lines: list[str] = []
-        self._ready = threading.Event()
+        self._listening = threading.Event()
 
-    def start(self, timeout: float = 180.0) -> ServerProcess:
+    def command(self) -> list[str]:
+        """The command line the process runs."""
+        return [sys.executable, str(ROOT / self.script), "--port", "0", "--base-directory", str(self.base),
+                "--disable-all-custom-nodes", *self.args]
+
+    def spawned(self, proc: subprocess.Popen[str]) -> None:
+        """Called as soon as the process exists, before it is ready (to set limits on it, say)."""
+
+    def spawn(self) -> ServerProcess:
+        """Start the process without waiting for it to listen."""
         self.base.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "GOMP_SPINCOUNT": "0", "HF_HUB_OFFLINE": "1"}
-        cmd = [sys.executable, str(ROOT / "server.py"), "--port", "0", "--base-directory", str(self.base),
-               "--disable-all-custom-nodes", *self.args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
-        threading.Thread(target=self._read, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not self._ready.wait(0.1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("server.py did not start:\n" + "".join(self.lines[-30:]))
+        self.lines = []
+        self.url = ""
+        self._listening.clear()
+        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.spawned(self.proc)
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         return self
 
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
+    def wait_ready(self, timeout: float = 180.0) -> ServerProcess:
+        """Wait for the "listening" line; a process that ends or takes too long is stopped, with its output."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while not self._listening.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.what} did not start:\n" + "".join(self.lines[-40:]))
+        return self
+
+    def start(self, timeout: float = 180.0) -> ServerProcess:
+        return self.spawn().wait_ready(timeout)
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
             self.lines.append(line)
             match = re.search(r"diffloom listening on (http://\S+?)(,|$|\s)", line)
             if match:
                 self.url = match.group(1)
-                self._ready.set()
+                self._listening.set()
 
     @property
     def pid(self) -> int:
@@ -67,15 +93,27 @@ class ServerProcess:
     def ws_url(self) -> str:
         return self.url.replace("http://", "ws://") + "/ws"
 
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def kill(self) -> None:
+        """kill -9: no cleanup at all."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
+
+    def stop(self) -> int | None:
+        """SIGTERM (SIGKILL after 30 s); the exit code, None if it never started."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        return self.proc.returncode
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from tests.server.server_harness import ROOT, TEST_NODES, ServerProcess
+from tests.server.server_harness import TEST_NODES, ServerProcess
 
 HARDENING_NODES = "tests.hardening.hardening_nodes"
 TORCH_NODES = str(Path(__file__).with_name("hardening_torch_nodes.py"))
@@ -34,25 +33,10 @@ class HardServer(ServerProcess):
         self.extra_nodes = (TEST_NODES, HARDENING_NODES, *extra_nodes)
         self.file_size_limit = file_size_limit
 
-    def start(self, timeout: float = 120.0) -> HardServer:
-        self.base.mkdir(parents=True, exist_ok=True)
-        self.lines = []
-        self._listening.clear()
-        nodes = [arg for spec in self.extra_nodes for arg in ("--extra-nodes", spec)]
-        cmd = [sys.executable, str(ROOT / "server.py"), "--port", "0", "--base-directory", str(self.base),
-               *nodes, "--disable-all-custom-nodes", *self.args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
+    def spawned(self, proc: subprocess.Popen[str]) -> None:
         if self.file_size_limit is not None:
             # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG instead of killing it.
-            psutil.Process(self.proc.pid).rlimit(psutil.RLIMIT_FSIZE, (self.file_size_limit, self.file_size_limit))
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not self._listening.wait(0.1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("server did not start:\n" + "".join(self.lines[-40:]))
-        return self
+            psutil.Process(proc.pid).rlimit(psutil.RLIMIT_FSIZE, (self.file_size_limit, self.file_size_limit))
 
     def rss(self) -> int:
         """Resident memory of the server process now, in bytes."""

@@ -8,13 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import signal
 import struct
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from bench.server_proc import ServerProcess as BaseServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_NODES = "tests.server.server_nodes"
@@ -106,7 +102,7 @@ def ui_workflow() -> dict[str, Any]:
     }
 
 
-class ServerProcess:
+class ServerProcess(BaseServerProcess):
     """`python server.py` on a free loopback port, with the test nodes, in its own base directory.
 
     The built-in nodes (torch, diffusers) are left out unless `builtin_nodes`: most tests only need
@@ -114,63 +110,12 @@ class ServerProcess:
     """
 
     def __init__(self, base: Path, *args: str, env: dict[str, str] | None = None, builtin_nodes: bool = False) -> None:
-        self.base = Path(base)
-        self.args = list(args) + ([] if builtin_nodes else ["--skip-builtin-nodes"])
-        self.env = {**os.environ, "GOMP_SPINCOUNT": "0", "HF_HUB_OFFLINE": "1", **(env or {})}
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.lines: list[str] = []
-        self._listening = threading.Event()
+        super().__init__(base, *args, *([] if builtin_nodes else ["--skip-builtin-nodes"]), env=env)
+        self.extra_nodes: tuple[str, ...] = (TEST_NODES,)
 
-    def start(self, timeout: float = 90.0) -> ServerProcess:
-        self.base.mkdir(parents=True, exist_ok=True)
-        self.lines = []
-        self._listening.clear()
-        cmd = [sys.executable, str(ROOT / "server.py"), "--port", "0", "--base-directory", str(self.base),
-               "--extra-nodes", TEST_NODES, "--disable-all-custom-nodes", *self.args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not self._listening.wait(0.1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("server did not start:\n" + "".join(self.lines[-40:]))
-        return self
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self.lines.append(line)
-            match = re.search(r"diffloom listening on (http://\S+?)(,|$|\s)", line)
-            if match:
-                self.url = match.group(1)
-                self._listening.set()
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://") + "/ws"
-
-    def kill(self) -> None:
-        """kill -9: no cleanup at all."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(30)
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
-        return self.proc.returncode
-
-    def log(self) -> str:
-        return "".join(self.lines)
+    def command(self) -> list[str]:
+        nodes = [arg for spec in self.extra_nodes for arg in ("--extra-nodes", spec)]
+        return [*super().command(), *nodes]
 
     # ---- conveniences ----------------------------------------------------------------------------
 

@@ -10,16 +10,14 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from bench.server_proc import ServerProcess
 from tests.web.editor import Editor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,52 +41,25 @@ LISTED_WORKFLOW = {
 }
 
 
-ENV = {**os.environ, "GOMP_SPINCOUNT": "0", "HF_HUB_OFFLINE": "1"}
 BROKEN_CHECKPOINT = "zz-broken.safetensors"  # sorts after the tiny one, which stays the default
 
 
-class EditorServer:
-    """`server.py` (through tests/web/editor_server.py) on a free loopback port, with a tiny SD1 checkpoint."""
+class EditorServer(ServerProcess):
+    """`server.py` (through tests/web/editor_server.py) on a free loopback port, with a tiny SD1 checkpoint.
+
+    It starts at once; the first test waits for it (`wait_ready`), so the browser starts meanwhile.
+    """
 
     what = "the editor's server"
 
     def __init__(self, base: Path, *flags: str) -> None:
-        self.base = base
-        self.lines: list[str] = []
-        self.url = ""
-        self._ready = threading.Event()
-        cmd = [sys.executable, str(ROOT / "tests" / "web" / "editor_server.py"), "--tiny-checkpoint", "sd1",
-               "--port", "0", "--base-directory", str(base), "--front-end-root", str(ROOT / "web"),
-               "--preview-size", "64", *flags]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(base, *flags)
+        self.spawn()
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            match = re.search(r"diffloom listening on (http://\S+?)(,|$|\s)", line)
-            if match:
-                self.url = match.group(1)
-                self._ready.set()
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self._ready.wait(0.1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{self.what} did not start:\n" + "".join(self.lines[-40:]))
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
-        return self.proc.returncode
+    def command(self) -> list[str]:
+        return [sys.executable, str(ROOT / "tests" / "web" / "editor_server.py"), "--tiny-checkpoint", "sd1",
+                "--port", "0", "--base-directory", str(self.base), "--front-end-root", str(ROOT / "web"),
+                "--preview-size", "64", *self.args]
 
 
 @pytest.fixture(scope="session")
