@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Stats, log  # noqa: E402
+from bench.common import Stats, log, pyplot, save_figure  # noqa: E402
 
 CKPT = "tiny-sd1.safetensors"
 KINDS = ("unchanged", "seed change", "prompt change")
@@ -164,10 +164,7 @@ def markdown(figures: list[CacheFigures]) -> list[str]:
 
 def plot(figures: list[CacheFigures], path: Path) -> Path:
     """Grouped bars (log scale): re-run time by kind of change, HTTP API and runner."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
     width = 0.8 / len(figures)
@@ -184,10 +181,7 @@ def plot(figures: list[CacheFigures], path: Path) -> Path:
     ax.set_ylabel("ms until the result (median, range)")
     ax.set_title("Re-running the default graph (tiny SD1 checkpoint, 64 px, 20 steps)", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:

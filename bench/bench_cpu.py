@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Interleaved, Stats, Variant, interleave, log, timed  # noqa: E402
+from bench.common import Interleaved, Stats, Variant, interleave, log, pyplot, save_figure, timed  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -288,10 +288,7 @@ def _change(title: str, diff: float | None) -> str:
 
 def plot(comparisons: list[Comparison], path: Path) -> Path:
     """Horizontal bars: before/after time ratio per setting (CPU time, median and range)."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    plt = pyplot()
 
     labels = [f"{c.title} ({c.model})\n{c.before} -> {c.after}" for c in comparisons]
     med = [c.cpu_speedup.median for c in comparisons]
@@ -314,10 +311,7 @@ def plot(comparisons: list[Comparison], path: Path) -> Path:
     ax.set_xlabel("speed-up: time without / time with the setting  (> 1: the setting is faster)")
     ax.set_title("CPU settings, one sampling step, without -> with", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:

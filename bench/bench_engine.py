@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Interleaved, Stats, interleave, log  # noqa: E402
+from bench.common import Interleaved, Stats, interleave, log, pyplot, save_figure  # noqa: E402
 
 import torch  # noqa: E402
 from bench.models import (LAST_LATENT, DiffusersPipe, Diffloom, StepClock, UNetTimer,  # noqa: E402
@@ -157,10 +157,7 @@ def markdown(figures: list[EngineFigures]) -> list[str]:
 
 def plot(figures: list[EngineFigures], path: Path) -> Path:
     """Stacked bars per model: UNet time and the engine's own time per step, for each engine."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(figures), figsize=(4.4 * len(figures), 4.0), squeeze=False)
     names = ["diffloom", "diffusers"]
@@ -181,10 +178,7 @@ def plot(figures: list[EngineFigures], path: Path) -> Path:
         ax.set_ylabel(f"{unit} per step (wall)")
     axes[0][0].legend(fontsize=7, loc="lower left")
     fig.suptitle("Time per sampling step: diffloom vs diffusers on the same modules", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, log, peak_rss_bytes, rss_bytes  # noqa: E402
+from bench.common import ROOT, log, peak_rss_bytes, pyplot, rss_bytes, save_figure  # noqa: E402
 
 MB = 1 << 20
 CACHE_BUDGET = "8MB"
@@ -177,10 +177,7 @@ def markdown(models: dict[str, Any] | None, prompts: PromptMemory | None) -> lis
 
 def plot(prompts: PromptMemory, path: Path) -> Path:
     """Server RSS and output-cache bytes after each of the distinct prompts."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    plt = pyplot()
 
     xs = list(range(1, len(prompts.rss) + 1))
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -196,10 +193,7 @@ def plot(prompts: PromptMemory, path: Path) -> Path:
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     ax.legend(handles, [str(h.get_label()) for h in handles], fontsize=8, loc="lower right")
     ax.set_title("Server memory over 100 distinct prompts (tiny SD1, 128 px, batch 2)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:

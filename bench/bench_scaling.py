@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Stats, log, timed  # noqa: E402
+from bench.common import Stats, log, pyplot, save_figure, timed  # noqa: E402
 
 RESOLUTIONS = (128, 256, 512)
 BATCHES = (1, 2, 4)
@@ -101,10 +101,7 @@ def markdown(figures: list[ScalingFigures]) -> list[str]:
 
 def plot(figures: list[ScalingFigures], path: Path) -> Path:
     """Left: seconds per step against megapixels; right: seconds per image-step against batch size."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.8))
     for f in figures:
@@ -130,10 +127,7 @@ def plot(figures: list[ScalingFigures], path: Path) -> Path:
     right.set_ylim(bottom=0)
     right.set_xticks(sorted({p.batch for f in figures for p in f.batch}) or [1])
     right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:

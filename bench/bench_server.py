@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import log, percentile  # noqa: E402
+from bench.common import log, percentile, pyplot, save_figure  # noqa: E402
 
 LEVELS = (1, 8, 32)
 
@@ -111,10 +111,7 @@ def markdown(figures: list[LoadFigures]) -> list[str]:
 
 def plot(figures: list[LoadFigures], path: Path) -> Path:
     """Throughput and latency percentiles against the number of concurrent clients."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    plt = pyplot()
 
     clients = [f.clients for f in figures]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -135,10 +132,7 @@ def plot(figures: list[LoadFigures], path: Path) -> Path:
     right.set_ylabel("ms")
     right.set_title("Latency: POST to result, and websocket events", fontsize=10)
     right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:

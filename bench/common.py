@@ -233,6 +233,24 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend: the bench writes PNG files and never opens a window."""
+    import matplotlib  # noqa: PLC0415 - only the plots need it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay a figure out, write it as a PNG beside the report and close it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
 def log(message: str) -> None:
     """Progress on stderr, so that a long `make bench` shows where it is."""
     print(message, file=sys.stderr, flush=True)

@@ -10,10 +10,10 @@ import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 CacheMode = Literal["lru", "classic", "none"]
 PREVIEW_METHODS = ("none", "auto", "latent2rgb", "taesd")
@@ -132,24 +132,27 @@ def parse_size(text: str) -> int:
     return int(float(number) * _UNITS[(unit or "")[:1].lower()])
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
+def _number(convert: Callable[[str], float], what: str, accept: Callable[[float], bool], rule: str,
+            ) -> Callable[[str], Any]:
+    """An argparse type: `text` read by `convert` (int or float) and checked by `accept`; errors name the rule."""
+    kind = "a whole number" if convert is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}{text!r} is not {kind}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{what}{value} {rule}")
+        return value
+
+    return parse
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port {text!r} is not a whole number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port {value} must be between 0 and 65535 (0 picks a free port)")
-    return value
+_positive_int = _number(int, "", lambda v: v >= 1, "must be >= 1")
+_port = _number(int, "port ", lambda v: 0 <= v <= 65535, "must be between 0 and 65535 (0 picks a free port)")
+_share = _number(float, "", lambda v: v >= 0, "must be >= 0")
+_upload_mb = _number(float, "upload size ", lambda v: v > 0, "MB must be > 0")
 
 
 def _devices(text: str) -> list[str]:
@@ -161,26 +164,6 @@ def _devices(text: str) -> list[str]:
         if not DEVICE_PATTERN.match(device):
             raise argparse.ArgumentTypeError(f"device {device!r} must be cpu, mps, cuda, cuda:N or xpu:N")
     return devices
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
-
-
-def _upload_mb(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"upload size {text!r} must be a number of megabytes") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"upload size {value} MB must be > 0")
-    return value
 
 
 class _Parser(argparse.ArgumentParser):

@@ -28,15 +28,14 @@ import torch
 from nodes import device as devices
 from nodes.models import detect
 from nodes.models.detect import CheckpointError
+from nodes.models.ldm_export import RESNET_TO_LDM, encoder_key_to_ldm, save_state_dict, split_first
 
 CONTROL_PREFIX = "control_model."
 DIFFERENCE_KEY = "difference"  # marks a ControlNet stored as the difference to its base UNet
 # LDM names of the ControlNet parts that copy the UNet's encoder (a difference file adds the UNet to them).
 UNET_PARTS = ("time_embed.", "input_blocks.", "middle_block.", "label_emb.")
 
-_RESNET_TO_DIFFUSERS = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj",
-                        "out_layers.0": "norm2", "out_layers.3": "conv2", "skip_connection": "conv_shortcut"}
-_RESNET_TO_LDM = {v: k for k, v in _RESNET_TO_DIFFUSERS.items()}
+_RESNET_TO_DIFFUSERS = {v: k for k, v in RESNET_TO_LDM.items()}
 _TOP_TO_DIFFUSERS = {"time_embed.0": "time_embedding.linear_1", "time_embed.2": "time_embedding.linear_2",
                      "input_blocks.0.0": "conv_in", "label_emb.0.0": "add_embedding.linear_1",
                      "label_emb.0.2": "add_embedding.linear_2", "middle_block_out.0": "controlnet_mid_block"}
@@ -65,13 +64,6 @@ def is_original_layout(keys: Mapping[str, Any] | set[str]) -> bool:
 def is_diffusers_layout(keys: Mapping[str, Any] | set[str]) -> bool:
     """True for a diffusers ControlNetModel state dict."""
     return "controlnet_cond_embedding.conv_in.weight" in keys and "controlnet_down_blocks.0.weight" in keys
-
-
-def _split_first(rest: str, table: Mapping[str, str]) -> str:
-    for old in sorted(table, key=len, reverse=True):
-        if rest == old or rest.startswith(old + "."):
-            return table[old] + rest[len(old):]
-    return rest
 
 
 def _indices(keys: Any, pattern: str) -> list[int]:
@@ -114,13 +106,13 @@ def _key_to_diffusers(key: str, stride: int, hint: list[int], mid_attention: boo
             if r == stride - 1 and rest.startswith("op."):
                 return f"down_blocks.{level}.downsamplers.0.conv.{rest[3:]}"
             if part == 0:
-                return f"down_blocks.{level}.resnets.{r}.{_split_first(rest, _RESNET_TO_DIFFUSERS)}"
+                return f"down_blocks.{level}.resnets.{r}.{split_first(rest, _RESNET_TO_DIFFUSERS)}"
             return f"down_blocks.{level}.attentions.{r}.{rest}"
     if m := re.fullmatch(r"middle_block\.(\d)\.(.+)", key):
         n, rest = int(m.group(1)), m.group(2)
         if n == 1 and mid_attention:
             return f"mid_block.attentions.0.{rest}"
-        return f"mid_block.resnets.{n // 2 if mid_attention else n}.{_split_first(rest, _RESNET_TO_DIFFUSERS)}"
+        return f"mid_block.resnets.{n // 2 if mid_attention else n}.{split_first(rest, _RESNET_TO_DIFFUSERS)}"
     if m := re.fullmatch(r"zero_convs\.(\d+)\.0\.(weight|bias)", key):
         return f"controlnet_down_blocks.{m.group(1)}.{m.group(2)}"
     if m := re.fullmatch(r"input_hint_block\.(\d+)\.(weight|bias)", key):
@@ -130,7 +122,7 @@ def _key_to_diffusers(key: str, stride: int, hint: list[int], mid_attention: boo
         if pos == len(hint) - 1:
             return f"controlnet_cond_embedding.conv_out.{m.group(2)}"
         return f"controlnet_cond_embedding.blocks.{pos - 1}.{m.group(2)}"
-    renamed = _split_first(key, _TOP_TO_DIFFUSERS)
+    renamed = split_first(key, _TOP_TO_DIFFUSERS)
     if renamed != key:
         return renamed
     raise ControlNetFormatError(f"{source}: ControlNet key {key!r} has no place in diffusers' ControlNetModel")
@@ -152,19 +144,8 @@ def diffusers_to_original(state_dict: Mapping[str, torch.Tensor], source: str = 
 
 
 def _key_to_original(key: str, stride: int, blocks: int, mid_attention: bool, source: str) -> str:
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-        b, r, rest = int(m.group(1)), int(m.group(2)), m.group(3)
-        return f"input_blocks.{1 + b * stride + r}.0.{_split_first(rest, _RESNET_TO_LDM)}"
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", key):
-        b, r, rest = int(m.group(1)), int(m.group(2)), m.group(3)
-        return f"input_blocks.{1 + b * stride + r}.1.{rest}"
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
-        return f"input_blocks.{(int(m.group(1)) + 1) * stride}.0.op.{m.group(2)}"
-    if m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
-        n = int(m.group(1)) * (2 if mid_attention else 1)
-        return f"middle_block.{n}.{_split_first(m.group(2), _RESNET_TO_LDM)}"
-    if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
-        return f"middle_block.1.{m.group(1)}"
+    if (encoder := encoder_key_to_ldm(key, stride, mid_attention)) is not None:
+        return encoder
     if m := re.fullmatch(r"controlnet_down_blocks\.(\d+)\.(weight|bias)", key):
         return f"zero_convs.{m.group(1)}.0.{m.group(2)}"
     if m := re.fullmatch(r"controlnet_cond_embedding\.conv_in\.(weight|bias)", key):
@@ -173,7 +154,7 @@ def _key_to_original(key: str, stride: int, blocks: int, mid_attention: bool, so
         return f"input_hint_block.{2 * (int(m.group(1)) + 1)}.{m.group(2)}"
     if m := re.fullmatch(r"controlnet_cond_embedding\.conv_out\.(weight|bias)", key):
         return f"input_hint_block.{2 * (blocks + 1)}.{m.group(1)}"
-    renamed = _split_first(key, _TOP_TO_LDM)
+    renamed = split_first(key, _TOP_TO_LDM)
     if renamed != key:
         return renamed
     raise ControlNetFormatError(f"{source}: ControlNet key {key!r} has no place in the original layout")
@@ -442,8 +423,6 @@ def load_controlnet_file(path: str | os.PathLike[str], *, dtype: torch.dtype | N
 def save_controlnet(controlnet: torch.nn.Module, path: str | os.PathLike[str], *, layout: str = "original",
                     dtype: torch.dtype | None = None, metadata: Mapping[str, str] | None = None) -> Path:
     """Write a diffusers ControlNetModel as one `.safetensors` file (original layout with `control_model.`, or diffusers)."""
-    from nodes.models.ldm_export import save_state_dict  # noqa: PLC0415
-
     state = controlnet.state_dict()
     if layout == "original":
         state = {CONTROL_PREFIX + k: v for k, v in diffusers_to_original(state).items()}

@@ -44,7 +44,7 @@ _UNET_TOP = {
     "class_embedding.linear_1": "label_emb.0.0",
     "class_embedding.linear_2": "label_emb.0.2",
 }
-_UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
+RESNET_TO_LDM = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
                 "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
 _VAE_TOP = {"encoder.conv_norm_out": "encoder.norm_out", "decoder.conv_norm_out": "decoder.norm_out"}
 # Current diffusers names first, then the names older diffusers releases saved.
@@ -65,7 +65,7 @@ def _count(keys: Iterable[str], pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
-def _split_first(rest: str, table: Mapping[str, str]) -> str:
+def split_first(rest: str, table: Mapping[str, str]) -> str:
     """Rename the leading module path of `rest` by `table` (longest match first)."""
     for old in sorted(table, key=len, reverse=True):
         if rest == old or rest.startswith(old + "."):
@@ -92,22 +92,31 @@ def unet_to_ldm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
-def _unet_key_to_ldm(key: str, stride: int, up_with_attention: set[int]) -> str:
-    if m := re.match(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
+def encoder_key_to_ldm(key: str, stride: int, mid_attention: bool) -> str | None:
+    """The LDM name of a key in the encoder half shared by the UNet and ControlNets (down and mid blocks), else None."""
+    if m := re.fullmatch(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
         b, r, rest = int(m.group(1)), int(m.group(2)), m.group(3)
-        return f"input_blocks.{1 + b * stride + r}.0.{_split_first(rest, _UNET_RESNET)}"
-    if m := re.match(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", key):
+        return f"input_blocks.{1 + b * stride + r}.0.{split_first(rest, RESNET_TO_LDM)}"
+    if m := re.fullmatch(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", key):
         b, r, rest = int(m.group(1)), int(m.group(2)), m.group(3)
         return f"input_blocks.{1 + b * stride + r}.1.{rest}"
-    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
+    if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
         return f"input_blocks.{(int(m.group(1)) + 1) * stride}.0.op.{m.group(2)}"
-    if m := re.match(r"mid_block\.resnets\.(\d+)\.(.+)", key):
-        return f"middle_block.{2 * int(m.group(1))}.{_split_first(m.group(2), _UNET_RESNET)}"
-    if m := re.match(r"mid_block\.attentions\.0\.(.+)", key):
+    if m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
+        # With an attention between them, the mid resnets are middle_block.0 and .2; without, .0 and .1.
+        n = int(m.group(1)) * (2 if mid_attention else 1)
+        return f"middle_block.{n}.{split_first(m.group(2), RESNET_TO_LDM)}"
+    if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
         return f"middle_block.1.{m.group(1)}"
+    return None
+
+
+def _unet_key_to_ldm(key: str, stride: int, up_with_attention: set[int]) -> str:
+    if (encoder := encoder_key_to_ldm(key, stride, mid_attention=True)) is not None:
+        return encoder
     if m := re.match(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
         b, r, rest = int(m.group(1)), int(m.group(2)), m.group(3)
-        return f"output_blocks.{b * stride + r}.0.{_split_first(rest, _UNET_RESNET)}"
+        return f"output_blocks.{b * stride + r}.0.{split_first(rest, RESNET_TO_LDM)}"
     if m := re.match(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", key):
         b, r, rest = int(m.group(1)), int(m.group(2)), m.group(3)
         return f"output_blocks.{b * stride + r}.1.{rest}"
@@ -118,7 +127,7 @@ def _unet_key_to_ldm(key: str, stride: int, up_with_attention: set[int]) -> str:
         return f"output_blocks.{b * stride + stride - 1}.{slot}.conv.{m.group(2)}"
     if key == "class_embedding.weight":
         return "label_emb.weight"
-    renamed = _split_first(key, _UNET_TOP)
+    renamed = split_first(key, _UNET_TOP)
     if renamed != key:
         return renamed
     raise ExportError(f"UNet state dict: key {key!r} has no place in the original layout")
@@ -154,18 +163,18 @@ def _vae_key_to_ldm(key: str, levels: int) -> tuple[str, bool]:
     if m := re.match(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.+)", key):
         return f"{m.group(1)}.mid.block_{int(m.group(2)) + 1}.{_shortcut(m.group(3))}", False
     if m := re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)", key):
-        rest = _split_first(m.group(2), _VAE_ATTENTION)
+        rest = split_first(m.group(2), _VAE_ATTENTION)
         return f"{m.group(1)}.mid.attn_1.{rest}", rest.split(".")[0] in {"q", "k", "v", "proj_out"}
     if re.fullmatch(r"(encoder|decoder)\.conv_(in|out)\.(weight|bias)|(post_)?quant_conv\.(weight|bias)", key):
         return key, False
-    renamed = _split_first(key, _VAE_TOP)
+    renamed = split_first(key, _VAE_TOP)
     if renamed != key:
         return renamed, False
     raise ExportError(f"VAE state dict: key {key!r} has no place in the original layout")
 
 
 def _shortcut(rest: str) -> str:
-    return _split_first(rest, {"conv_shortcut": "nin_shortcut"})
+    return split_first(rest, {"conv_shortcut": "nin_shortcut"})
 
 
 def _text_model_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -205,7 +214,7 @@ def open_clip_to_ldm(state_dict: Mapping[str, torch.Tensor],
         elif key == "text_projection.weight":
             out["text_projection"] = value.T.contiguous()
         elif m := re.match(r"encoder\.layers\.(\d+)\.(.+)", key):
-            rest = _split_first(m.group(2), _CLIP_LAYER)
+            rest = split_first(m.group(2), _CLIP_LAYER)
             if rest == m.group(2):
                 raise ExportError(f"text encoder state dict: key {key!r} has no place in the OpenCLIP layout")
             out[f"transformer.resblocks.{m.group(1)}.{rest}"] = value
