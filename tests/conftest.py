@@ -54,6 +54,18 @@ def runtime(model_base: Path, tmp_path: Path) -> Iterator[Any]:
     yield rt.configure(folders, models=shared_models)
 
 
+@pytest.fixture
+def folders(tmp_path: Path) -> Iterator[Any]:
+    """The process-wide folder layout pointed at a fresh, empty base directory for one test."""
+    from nodes.folders import FolderPaths, default_folder_paths, set_default_folder_paths
+
+    previous = default_folder_paths()
+    fresh = FolderPaths(tmp_path / "base", create_dirs=True)
+    set_default_folder_paths(fresh)
+    yield fresh
+    set_default_folder_paths(previous)
+
+
 @pytest.fixture(scope="session")
 def registry() -> Any:
     import nodes

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +12,10 @@ from graph.context import Interrupt
 from graph.executor import Executor
 from graph.plugins import PluginReport, load_plugins
 from graph.registry import NodeRegistry
-from nodes.folders import FolderPaths, default_folder_paths, set_default_folder_paths
+from nodes.folders import FolderPaths
 
 CUSTOM_NODES = Path(__file__).resolve().parents[2] / "custom_nodes"
 NODES = ["ExampleBrightness", "ExampleShowText", "ExampleLoadText", "ExampleCountdown"]
-
-
-@pytest.fixture
-def folders(tmp_path: Path) -> Iterator[FolderPaths]:
-    previous = default_folder_paths()
-    fresh = FolderPaths(tmp_path / "base", create_dirs=True)
-    set_default_folder_paths(fresh)
-    yield fresh
-    set_default_folder_paths(previous)
 
 
 @pytest.fixture

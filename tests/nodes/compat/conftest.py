@@ -1,24 +1,12 @@
-"""Fixtures for the ComfyUI compatibility modules: a private folder layout, the import aliases, a node context."""
+"""Fixtures for the ComfyUI compatibility modules: the import aliases and a node context (`folders` is in tests/conftest.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from graph import context
-from nodes.folders import FolderPaths, default_folder_paths, set_default_folder_paths
-
-
-@pytest.fixture
-def folders(tmp_path: Path) -> Iterator[FolderPaths]:
-    """The process-wide folders pointed at a fresh base directory for one test."""
-    previous = default_folder_paths()
-    fresh = FolderPaths(tmp_path / "base", create_dirs=True)
-    set_default_folder_paths(fresh)
-    yield fresh
-    set_default_folder_paths(previous)
 
 
 @pytest.fixture
