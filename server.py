@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import os
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -116,7 +117,7 @@ def setup_for_runner(options: ServerOptions) -> tuple[NodeRegistry, Any, ServerR
 
 def model_runtime(options: ServerOptions, rt: Any) -> ServerRuntime:
     """The torch side the server reports on and frees: device, model manager, library versions."""
-    from nodes import device  # noqa: PLC0415
+    from nodes import device, runtime as node_runtime  # noqa: PLC0415
 
     device.configure(cpu=options.cpu)
 
@@ -131,15 +132,15 @@ def model_runtime(options: ServerOptions, rt: Any) -> ServerRuntime:
                  **policy.describe()}]
 
     def system_info() -> dict[str, Any]:
-        import diffusers  # noqa: PLC0415
         import torch  # noqa: PLC0415
-        import transformers  # noqa: PLC0415
 
-        return {"pytorch_version": torch.__version__, "diffusers_version": diffusers.__version__,
-                "transformers_version": transformers.__version__}
+        # From the installed metadata: importing diffusers here would race the worker's warm-up for seconds.
+        return {"pytorch_version": torch.__version__, "diffusers_version": version("diffusers"),
+                "transformers_version": version("transformers")}
 
     return ServerRuntime(free_models=free_models, model_stats=lambda: rt.models.stats(), devices=devices,
-                         system_info=system_info, on_out_of_memory=lambda: rt.models.on_out_of_memory())
+                         system_info=system_info, on_out_of_memory=lambda: rt.models.on_out_of_memory(),
+                         warm_up=node_runtime.import_model_libraries)
 
 
 def run_server(argv: list[str]) -> int:

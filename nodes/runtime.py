@@ -57,3 +57,20 @@ def runtime() -> Runtime:
         if _runtime is None:
             _runtime = Runtime(folders=default_folder_paths())
         return _runtime
+
+
+def import_model_libraries() -> None:
+    """Import what the first prompt's model loading and sampling need (diffusers, transformers: seconds).
+
+    Nodes import these libraries where they use them, so the server listens without waiting for them;
+    its worker calls this before it takes a prompt, so the first prompt does not wait either.
+    """
+    import diffusers  # noqa: PLC0415
+    import transformers  # noqa: PLC0415
+
+    # Both load their submodules on first attribute access.
+    for name in ("UNet2DConditionModel", "AutoencoderKL", "ControlNetModel", "EulerDiscreteScheduler"):
+        getattr(diffusers, name)
+    for name in ("CLIPTextModel", "CLIPTokenizer"):
+        getattr(transformers, name)
+

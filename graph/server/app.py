@@ -131,7 +131,7 @@ def create_app(options: ServerOptions, registry: NodeRegistry, folders: Folders,
         worker = build_pool(options, store, hub, worker_setup)
     else:
         worker = PromptWorker(store, executor, hub, worker_id=worker_id, preview_size=options.preview_size,
-                              free_models=runtime.free_models)
+                              free_models=runtime.free_models, warm_up=runtime.warm_up)
     hub.queue_remaining = store.queue_remaining
     hub.now_executing = worker.now_executing
 

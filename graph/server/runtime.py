@@ -24,6 +24,9 @@ class ServerRuntime:
     devices: Callable[[], list[dict[str, Any]]] | None = None
     # Extra `system` fields: pytorch_version, diffusers_version, device and dtype...
     system_info: Callable[[], dict[str, Any]] | None = None
+    # Run by the worker thread before its first prompt: imports the nodes make lazily (diffusers takes
+    # seconds), so the server listens at once and only one thread ever imports them.
+    warm_up: Callable[[], None] | None = None
     # Called with every failing prompt that ran out of memory (the executor's oom hooks get it too).
     on_out_of_memory: Callable[[], None] | None = None
     # Browser extensions of plugins: name -> folder served at /extensions/<name>/.

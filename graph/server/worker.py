@@ -54,7 +54,8 @@ class PromptWorker:
 
     def __init__(self, store: PromptStore, executor: Executor, hub: ClientHub, *, worker_id: str = "local",
                  preview_size: int = 512, default_extra_data: dict[str, Any] | None = None,
-                 free_models: Callable[[bool, bool], None] | None = None) -> None:
+                 free_models: Callable[[bool, bool], None] | None = None,
+                 warm_up: Callable[[], None] | None = None) -> None:
         self.store = store
         self.executor = executor
         self.hub = hub
@@ -62,6 +63,7 @@ class PromptWorker:
         self.preview_size = preview_size
         self.default_extra_data = dict(default_extra_data or {})
         self.free_models = free_models
+        self.warm_up = warm_up
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -134,6 +136,13 @@ class PromptWorker:
     # ---- the thread -------------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        if self.warm_up is not None:
+            started = time.monotonic()
+            try:
+                self.warm_up()
+                log.info("worker %s: warmed up in %.1f s", self.worker_id, time.monotonic() - started)
+            except Exception:  # noqa: BLE001 - a prompt will meet the same problem and report it
+                log.exception("worker %s: warming up failed", self.worker_id)
         while not self._stop.is_set():
             try:
                 self._apply_free()

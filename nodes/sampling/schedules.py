@@ -10,7 +10,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import scipy.stats
 import torch
 
 from .model_sampling import DiscreteModelSampling
@@ -107,6 +106,8 @@ def beta(model_sampling: DiscreteModelSampling, steps: int, alpha: float = 0.6, 
     _check_steps("beta", steps)
     table = model_sampling.sigmas
     last_index = len(table) - 1
+    import scipy.stats  # noqa: PLC0415 - a second to import, and only this schedule needs it
+
     quantiles = 1.0 - np.linspace(0.0, 1.0, steps, endpoint=False)
     indices = np.rint(scipy.stats.beta.ppf(quantiles, alpha, beta) * last_index)
     picked: list[float] = []

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import aiohttp
 import pytest
 
 from graph.registry import NodeRegistry
-from graph.server import STATE, BackgroundServer, ServerOptions, create_app
+from graph.server import STATE, BackgroundServer, ServerOptions, ServerRuntime, create_app
 from nodes.folders import FolderPaths
 from tests.server import server_nodes
 from tests.server.server_harness import Socket, http, image_prompt, wait_history, wait_until
@@ -71,3 +73,37 @@ def test_worker_status_and_stop(tmp_path: Path) -> None:
         assert worker.alive and worker.status()["running_prompt"] is None
         assert worker.interrupt() is False  # nothing to interrupt
     assert not worker.alive and app[STATE].store.closed
+
+
+def test_the_worker_warms_up_on_its_thread_before_its_first_prompt(tmp_path: Path) -> None:
+    calls: list[tuple[str, float]] = []
+
+    def warm_up() -> None:
+        calls.append((threading.current_thread().name, time.time()))
+        time.sleep(0.3)  # as importing diffusers would: the first prompt waits for it, the server does not
+
+    registry = NodeRegistry()
+    registry.add_module(server_nodes)
+    app = create_app(ServerOptions(base_directory=tmp_path), registry, FolderPaths(tmp_path, create_dirs=True),
+                     runtime=ServerRuntime(warm_up=warm_up))
+    with BackgroundServer(app) as running:
+        prompt_id = http("POST", running.url + "/prompt", {"prompt": image_prompt()}).json()["prompt_id"]
+        assert wait_history(running.url, prompt_id)["status"]["status_str"] == "success"
+        job = http("GET", f"{running.url}/api/jobs/{prompt_id}").json()
+    [(thread, warmed_at)] = calls
+    assert thread == "diffloom-worker-local"
+    assert job["execution_start_time"] / 1000 >= warmed_at + 0.3
+
+
+def test_a_failing_warm_up_is_logged_and_prompts_still_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def warm_up() -> None:
+        raise ImportError("no diffusers here")
+
+    registry = NodeRegistry()
+    registry.add_module(server_nodes)
+    app = create_app(ServerOptions(base_directory=tmp_path), registry, FolderPaths(tmp_path, create_dirs=True),
+                     runtime=ServerRuntime(warm_up=warm_up))
+    with BackgroundServer(app) as running:
+        prompt_id = http("POST", running.url + "/prompt", {"prompt": image_prompt()}).json()["prompt_id"]
+        assert wait_history(running.url, prompt_id)["status"]["status_str"] == "success"
+    assert "warming up failed" in caplog.text and "no diffusers here" in caplog.text

@@ -67,6 +67,8 @@ class WorkerHost:
                                                        options.cache_max_entries))
         if self.runtime.on_out_of_memory is not None:
             self.executor.oom_hooks.append(self.runtime.on_out_of_memory)
+        if self.runtime.warm_up is not None:
+            self.runtime.warm_up()  # before the worker says it is ready, so its first prompt does not wait
         self.hostname = socket.gethostname()
         self.prompts_run = 0
         self._lock = threading.Lock()

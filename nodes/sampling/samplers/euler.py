@@ -9,10 +9,14 @@ from __future__ import annotations
 import copy
 import functools
 
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import EulerDiscreteScheduler
 
 from .base import Denoiser, Sampler, SamplerState
+
+if TYPE_CHECKING:
+    from diffusers import EulerDiscreteScheduler
 
 
 @functools.lru_cache(maxsize=8)
@@ -22,6 +26,9 @@ def _scheduler_for(sigmas: tuple[float, ...]) -> EulerDiscreteScheduler:
     ``set_timesteps(sigmas=...)`` converts every sigma to a timestep, O(steps); doing it at every step made
     a run O(steps^2) in the sampler's own time (23 ms a step at 200 steps).
     """
+    # Imported here: diffusers (with torch._dynamo) takes seconds to import, which the server's start need not wait for.
+    from diffusers import EulerDiscreteScheduler  # noqa: PLC0415
+
     # prediction_type="sample": the model output handed to step() is the x0 prediction itself.
     scheduler = EulerDiscreteScheduler(prediction_type="sample")
     scheduler.set_timesteps(sigmas=list(sigmas))
