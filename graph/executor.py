@@ -20,6 +20,7 @@ from typing import Any
 from .aio import resolve, run_coroutine
 from .cache import CacheEntry, KeyBuilder, OutputCache
 from .context import Emit, ExecutionInterrupted, Interrupt, NodeContext, reset_current, set_current
+from .dynamic_prompt import DynamicPrompt
 from .nodedef import ExecutionBlocker, NodeDef, Result
 from .registry import NodeRegistry
 from .validation import ValidationOutcome, link_graph, upstream_closure, validate_prompt
@@ -310,7 +311,10 @@ class _Run:
         values: dict[str, list[Any]] = {}
         unevaluated: set[str] = set()
         for name, value in node.inputs.items():
-            if isinstance(value, Link):
+            spec = schema.inputs.get(name)
+            if isinstance(value, Link) and spec is not None and spec.options.get("rawLink"):
+                values[name] = [value.to_json()]  # the node wants the link itself (loop-closing nodes)
+            elif isinstance(value, Link):
                 entry = self.results.get(value.node)
                 if entry is None:
                     values[name] = [None]
@@ -333,7 +337,7 @@ class _Run:
         if kind == "PROMPT_ID":
             return self.prompt_id
         if kind == "DYNPROMPT":
-            return self
+            return DynamicPrompt(self.raw_prompt, self.nodes, self.parent, self.display)
         return None
 
     def instance(self, node_id: str, node_def: NodeDef) -> Any:

@@ -45,7 +45,7 @@ _UNET_TOP = {
     "class_embedding.linear_2": "label_emb.0.2",
 }
 RESNET_TO_LDM = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
-                "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+                 "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
 _VAE_TOP = {"encoder.conv_norm_out": "encoder.norm_out", "decoder.conv_norm_out": "decoder.norm_out"}
 # Current diffusers names first, then the names older diffusers releases saved.
 _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out",

@@ -138,8 +138,59 @@ class AsyncEcho:
         return (text + "!",)
 
 
+class NodeReader:
+    """Reads a node of the prompt through DYNPROMPT, as inspector plugins do."""
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "read"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"target": ("STRING", {"default": "1"})},
+                "hidden": {"dynprompt": "DYNPROMPT", "unique_id": "UNIQUE_ID"}}
+
+    def read(self, target: str, dynprompt: Any, unique_id: str) -> dict[str, Any]:
+        LOG.append(f"read:{unique_id}")
+        node = dynprompt.get_node(target)
+        seen = {"node": node, "real": dynprompt.get_real_node_id(unique_id),
+                "parent": dynprompt.get_parent_node_id(unique_id), "display": dynprompt.get_display_node_id(unique_id),
+                "has_missing": dynprompt.has_node("404"), "ids": sorted(dynprompt.all_node_ids()),
+                "original": sorted(dynprompt.get_original_prompt())}
+        return {"ui": {"seen": [seen]}, "result": (node["class_type"],)}
+
+
+class ReadInside:
+    """Expands into a NodeReader: DYNPROMPT knows the expanded node's parent and real id."""
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "expand"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"target": ("STRING", {"default": "1"})}}
+
+    def expand(self, target: str) -> dict[str, Any]:
+        return {"result": (["inner", 0],), "expand": {"inner": {"class_type": "NodeReader", "inputs": {"target": target}}}}
+
+
+class LinkTaker:
+    """A rawLink input: the node receives the link, not the value (as loop-closing nodes do)."""
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "take"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"source": ("STRING", {"rawLink": True, "forceInput": True})}}
+
+    def take(self, source: Any) -> tuple[str]:
+        return (repr(source),)
+
+
 MAPPINGS = {"TextRepeat": TextRepeat, "Collect": Collect, "Splitter": Splitter, "Checked": Checked,
-            "Counter": Counter, "LazyMix": LazyMix, "AsyncEcho": AsyncEcho}
+            "Counter": Counter, "LazyMix": LazyMix, "AsyncEcho": AsyncEcho, "NodeReader": NodeReader,
+            "ReadInside": ReadInside, "LinkTaker": LinkTaker}
 
 
 @pytest.fixture
@@ -226,6 +277,44 @@ def test_lazy_and_async_v1_nodes(registry: NodeRegistry) -> None:
     result = Executor(registry).execute(prompt, "p")
     assert result.status == "success", result.error
     assert result.outputs["4"] == {"items": ["b!"]} and "1" not in result.executed
+
+
+def test_dynprompt_shows_the_prompt_and_expanded_nodes(registry: NodeRegistry) -> None:
+    prompt = {
+        "1": {"class_type": "TextRepeat", "inputs": {"text": "ab", "times": 2, "sep": "-"}},
+        "2": {"class_type": "NodeReader", "inputs": {"target": "1"}},
+        "3": {"class_type": "ReadInside", "inputs": {"target": "2"}},
+        "4": {"class_type": "Collect", "inputs": {"items": ["3", 0]}},
+    }
+    result = Executor(registry).execute(prompt, "p")
+    assert result.status == "success", result.error
+    [top] = result.outputs["2"]["seen"]
+    assert top["node"] == {"class_type": "TextRepeat", "inputs": {"text": "ab", "times": 2, "sep": "-"}}
+    assert (top["real"], top["parent"], top["display"], top["has_missing"]) == ("2", None, "2", False)
+    assert top["original"] == ["1", "2", "3", "4"]
+    [inner] = result.outputs["inner"]["seen"]
+    assert inner["node"] == {"class_type": "NodeReader", "inputs": {"target": "1"}}
+    assert (inner["real"], inner["parent"], inner["display"]) == ("3", "3", "3")
+    assert "inner" in inner["ids"] and inner["original"] == ["1", "2", "3", "4"]
+    assert result.outputs["4"] == {"items": ["NodeReader"]}
+
+
+def test_dynprompt_names_a_missing_node(registry: NodeRegistry) -> None:
+    prompt = {"2": {"class_type": "NodeReader", "inputs": {"target": "9"}}}
+    result = Executor(registry).execute(prompt, "p")
+    assert result.status == "error"
+    assert result.error["exception_type"].endswith("NodeNotFoundError") and "Node 9 not found" in result.error["exception_message"]
+
+
+def test_a_raw_link_input_receives_the_link(registry: NodeRegistry) -> None:
+    prompt = {
+        "1": {"class_type": "AsyncEcho", "inputs": {"text": "a"}},
+        "2": {"class_type": "LinkTaker", "inputs": {"source": ["1", 0]}},
+        "3": {"class_type": "Collect", "inputs": {"items": ["2", 0]}},
+    }
+    result = Executor(registry).execute(prompt, "p")
+    assert result.status == "success", result.error
+    assert result.outputs["3"] == {"items": ["['1', 0]"]}
 
 
 def test_bad_declarations_are_refused_with_the_cause() -> None:

@@ -1,1 +1,1 @@
-"""ComfyUI's `comfy_execution` package as plugins import it: `graph_utils.GraphBuilder`, `graph.ExecutionBlocker`."""
+"""ComfyUI's `comfy_execution` package as plugins import it: `graph_utils.GraphBuilder`, `graph.ExecutionBlocker`, `graph.DynamicPrompt`."""

@@ -24,11 +24,12 @@ def test_comfyui_names_import_as_our_modules(compat: None) -> None:
     import folder_paths  # noqa: PLC0415
     from comfy.comfy_types import IO  # noqa: PLC0415
     from comfy.comfy_types.node_typing import ComfyNodeABC  # noqa: PLC0415
-    from comfy_execution.graph import ExecutionBlocker  # noqa: PLC0415
+    from comfy_execution.graph import DynamicPrompt, ExecutionBlocker  # noqa: PLC0415
     from comfy_execution.graph_utils import GraphBuilder  # noqa: PLC0415
     from server import PromptServer  # noqa: PLC0415
 
     import nodes.compat.comfy.utils as real_utils  # noqa: PLC0415
+    from graph.dynamic_prompt import DynamicPrompt as engine_dynprompt  # noqa: PLC0415
     from graph.nodedef import ExecutionBlocker as engine_blocker  # noqa: PLC0415
     from nodes.compat.comfy_execution import graph_utils  # noqa: PLC0415
     from nodes.compat.server import PromptServer as facade  # noqa: PLC0415
@@ -37,6 +38,7 @@ def test_comfyui_names_import_as_our_modules(compat: None) -> None:
     assert folder_paths.__name__ == "nodes.compat.folder_paths"
     assert comfy.model_management.__name__ == "nodes.compat.comfy.model_management"
     assert GraphBuilder is graph_utils.GraphBuilder and ExecutionBlocker is engine_blocker
+    assert DynamicPrompt is engine_dynprompt
     assert PromptServer is facade and IO.IMAGE == "IMAGE" and ComfyNodeABC.__name__ == "ComfyNodeABC"
     assert nodes.MAX_RESOLUTION == 16384
 
