@@ -1,7 +1,7 @@
 """Load third-party node plugins from `custom_nodes/` folders, each in isolation.
 
 A plugin is a package (`custom_nodes/<name>/__init__.py`) or a module (`custom_nodes/<name>.py`).
-It declares nodes with our `@node` (see `graph.api`) or ComfyUI's V1 `NODE_CLASS_MAPPINGS`, or both.
+It declares nodes with our `@node` (see `graph.api`), ComfyUI's V1 `NODE_CLASS_MAPPINGS` or V3 `comfy_entrypoint`.
 Each plugin is imported under the module name `custom_nodes.<name>` and registered all or nothing:
 one that fails to import, raises while its nodes are read, or declares a node badly is skipped with
 one log line naming it and the cause, and the others load. A plugin's node may not take the name of
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .aio import resolve
 from .api import API_VERSION
 from .comfy_v1 import DeclarationError, V1Node
 from .nodedef import NodeDef
@@ -60,7 +61,7 @@ class PluginStatus:
     cause: str = ""
     seconds: float = 0.0
     nodes: list[str] = field(default_factory=list)
-    style: str = ""  # "diffloom", "comfyui-v1", "diffloom+comfyui-v1" or "" (no nodes)
+    style: str = ""  # "diffloom", "comfyui-v1", "comfyui-v3", joined by "+" when several, or "" (no nodes)
     web_dir: str | None = None
     warnings: list[str] = field(default_factory=list)
     missing_requirements: list[str] = field(default_factory=list)
@@ -380,6 +381,35 @@ def _v1_nodes(module: types.ModuleType, plugin: str) -> list[NodeDef]:
     return built
 
 
+def _v3_nodes(module: types.ModuleType, plugin: str) -> list[NodeDef]:
+    """ComfyUI V3: `comfy_entrypoint()` -> ComfyExtension -> `get_node_list()` of io.ComfyNode classes.
+
+    Those classes also answer V1's questions (nodes.compat.comfy_api.latest.io.ComfyNode), so each
+    registers through the V1 adapter under its schema's node_id.
+    """
+    entrypoint = getattr(module, "comfy_entrypoint", None)
+    if entrypoint is None:
+        return []
+    if not callable(entrypoint):
+        raise DeclarationError(f"comfy_entrypoint must be a function, got {type(entrypoint).__name__}")
+    extension = resolve(entrypoint())
+    if callable(getattr(extension, "on_load", None)):
+        resolve(extension.on_load())
+    classes = resolve(extension.get_node_list())
+    if not isinstance(classes, (list, tuple)):
+        raise DeclarationError(f"get_node_list() must return a list of node classes, got {type(classes).__name__}")
+    built: list[NodeDef] = []
+    for cls in classes:
+        if not isinstance(cls, type) or not callable(getattr(cls, "GET_SCHEMA", None)):
+            raise DeclarationError(f"get_node_list() gave {cls!r}, which is not an io.ComfyNode class")
+        schema = cls.GET_SCHEMA()
+        if not isinstance(schema.node_id, str) or not schema.node_id:
+            raise DeclarationError(f"{cls.__name__}: its schema's node_id must be a non-empty string")
+        built.append(V1Node(schema.node_id, cls, display_name=schema.display_name,
+                            python_module=f"{PACKAGE_ROOT}.{plugin}"))
+    return built
+
+
 def _check_renders(node: NodeDef) -> None:
     """A node whose /object_info entry cannot be built or is not JSON would break the editor for everyone."""
     try:
@@ -454,7 +484,8 @@ def _load_one(candidate: _Candidate, registry: NodeRegistry) -> PluginStatus:
                 # Nodes from a plugin's sub-modules are named after the plugin, as ComfyUI names them.
                 node.schema.python_module = f"{PACKAGE_ROOT}.{candidate.name}"
             v1 = _v1_nodes(module, candidate.name)
-            for node in (*ours, *v1):
+            v3 = _v3_nodes(module, candidate.name)
+            for node in (*ours, *v1, *v3):
                 _check_renders(node)
         except (Exception, SystemExit) as exc:
             _forget_modules(module_name)
@@ -463,14 +494,10 @@ def _load_one(candidate: _Candidate, registry: NodeRegistry) -> PluginStatus:
             status.cause = f"bad node declaration: {detail}"
             status.traceback = "".join(traceback.format_exception(exc))
             return status
-        if hasattr(module, "comfy_entrypoint") and not (ours or v1):
-            _forget_modules(module_name)
-            status.status = "failed"
-            status.cause = "ComfyUI V3 plugins (comfy_entrypoint) are not supported; only V1 and diffloom nodes are"
-            return status
-        status.style = "+".join(s for s, group in (("diffloom", ours), ("comfyui-v1", v1)) if group)
+        status.style = "+".join(s for s, group in (("diffloom", ours), ("comfyui-v1", v1), ("comfyui-v3", v3))
+                                if group)
         origin = f"{PACKAGE_ROOT}.{candidate.name}"
-        for node in (*ours, *v1):
+        for node in (*ours, *v1, *v3):
             if node.name in registry:
                 by = registry.origin(node.name) or "?"
                 what = (f"plugin {by.split('.', 1)[1]!r}" if by.startswith(PACKAGE_ROOT + ".")

@@ -6,6 +6,7 @@
     import comfy.utils, comfy.model_management            -> nodes.compat.comfy.*
     from comfy.comfy_types import IO, ComfyNodeABC        -> nodes.compat.comfy.comfy_types
     from comfy_execution.graph_utils import GraphBuilder  -> nodes.compat.comfy_execution.*
+    from comfy_api.latest import ComfyExtension, io, ui  -> nodes.compat.comfy_api.latest (V3 nodes)
     from server import PromptServer                       -> nodes.compat.server
 
 Each alias is the same module object as its `nodes.compat` original (one set of globals), and is
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["bind_server", "install_compat_modules", "load_custom_nodes", "plugin_paths", "uninstall_compat_modules"]
 
 # Top-level names that mean our compat modules once installed (nothing in diffloom imports them).
-ALIASED_ROOTS = ("folder_paths", "comfy", "comfy_execution", "server")
+ALIASED_ROOTS = ("folder_paths", "comfy", "comfy_execution", "comfy_api", "server")
 _PACKAGE = __name__
 
 
