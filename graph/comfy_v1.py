@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from .nodedef import NodeDef, ValidationRules
@@ -18,6 +19,22 @@ def _call_maybe_with_known(fn: Any, values: Mapping[str, Any]) -> Any:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return fn(**values)
     return fn(**{k: v for k, v in values.items() if k in params})
+
+
+def _current_choices(cls: type, section: str, input_name: str, first: list[str]) -> Callable[[], list[str]]:
+    """A combo's choices as INPUT_TYPES() gives them now, as ComfyUI asks at every /object_info.
+
+    Plugins list model files there, and files come and go while the server runs; if INPUT_TYPES()
+    fails later, the choices read at registration stand.
+    """
+    def current() -> list[str]:
+        try:
+            raw = cls.INPUT_TYPES()[section][input_name]
+            return input_from_v1(input_name, raw, section).choice_list()  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - a plugin's INPUT_TYPES may raise anything
+            return list(first)
+
+    return current
 
 
 def schema_from_v1(name: str, cls: type, *, display_name: str | None = None,
@@ -36,9 +53,12 @@ def schema_from_v1(name: str, cls: type, *, display_name: str | None = None,
             raise DeclarationError(f"{name}: INPUT_TYPES()[{section!r}] must be a dict")
         for input_name, raw in entries.items():
             try:
-                inputs[str(input_name)] = input_from_v1(str(input_name), raw, section)  # type: ignore[arg-type]
+                spec = input_from_v1(str(input_name), raw, section)  # type: ignore[arg-type]
             except ValueError as exc:
                 raise DeclarationError(f"{name}: {exc}") from exc
+            if spec.type == "COMBO" and section != "hidden":
+                spec = replace(spec, choices=_current_choices(cls, section, str(input_name), spec.choice_list()))
+            inputs[str(input_name)] = spec
     return_types = getattr(cls, "RETURN_TYPES", ())
     if isinstance(return_types, str) or not isinstance(return_types, (tuple, list)):
         raise DeclarationError(f"{name}: RETURN_TYPES must be a tuple of type names, got {return_types!r}")

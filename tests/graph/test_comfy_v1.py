@@ -380,3 +380,30 @@ def test_plugin_failures_name_the_plugin(registry: NodeRegistry) -> None:
     assert result.status == "error"
     assert result.error["plugin"] == "bad_pack"
     assert result.error["exception_message"] == "[plugin bad_pack] plugin bug"
+
+
+def test_combo_choices_follow_input_types_as_files_come_and_go() -> None:
+    files = ["a.safetensors"]
+
+    class PickFile:
+        RETURN_TYPES = ("STRING",)
+        FUNCTION = "pick"
+
+        @classmethod
+        def INPUT_TYPES(cls) -> dict[str, Any]:
+            return {"required": {"name": (list(files),)}}
+
+        def pick(self, name: str) -> tuple[str]:
+            return (name,)
+
+    reg = NodeRegistry()
+    reg.add_v1({"PickFile": PickFile, "Collect": Collect})
+    files.append("b.safetensors")  # a model file added while the server runs
+    assert reg.object_info()["PickFile"]["input"]["required"]["name"][0] == ["a.safetensors", "b.safetensors"]
+    prompt = {"1": {"class_type": "PickFile", "inputs": {"name": "b.safetensors"}},
+              "2": {"class_type": "Collect", "inputs": {"items": ["1", 0]}}}
+    result = Executor(reg).execute(prompt, "p")
+    assert result.status == "success", result.error
+    files.clear()  # a plugin whose listing now fails keeps the choices it had at registration
+    PickFile.INPUT_TYPES = classmethod(lambda cls: {})  # type: ignore[method-assign]
+    assert reg.object_info()["PickFile"]["input"]["required"]["name"][0] == ["a.safetensors"]
