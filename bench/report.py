@@ -11,6 +11,16 @@ from bench.budget import Budget
 MB = 1 << 20
 
 
+def _start_up(start: dict[str, Any] | None) -> list[str]:
+    """The server's start: to listening, then its worker's import of the model libraries in the background."""
+    if not start:
+        return []
+    warm = start.get("warm_up_s")
+    after = (f"; its worker then imported the model libraries (diffusers, transformers) in {warm:.1f} s before "
+             "taking the first prompt, whose time above includes what of that was left") if warm is not None else ""
+    return [f"The server process was listening {start['to_listening_s']:.2f} s after it started{after}.", ""]
+
+
 def _img(name: str) -> str:
     return f"![{name}]({name})"
 
@@ -141,7 +151,8 @@ def write_report(res: Any, budget: Budget, out: Path, seconds: float, argv: list
                "(6) but not the unchanged negative prompt (7), and never reloads the model (4). With a full-size "
                "model the seed and prompt changes cost what the steps cost (section 1); the unchanged re-run stays "
                "where it is.", "",
-               *bench_cache.markdown(caches), "", _img(bench_cache.plot(caches, out / "cache.png").name), ""]
+               *bench_cache.markdown(caches), "", *_start_up(res.data.get("server_start")),
+               _img(bench_cache.plot(caches, out / "cache.png").name), ""]
     servers = res.objects.get("server")
     if servers:
         md += ["## 4. Server under concurrent clients", "",

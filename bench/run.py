@@ -10,6 +10,7 @@ measurements take what is left of the time budget; whatever does not fit is list
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -81,11 +82,15 @@ def run(args: argparse.Namespace) -> tuple[Results, Budget]:
     base = bench_cache.make_base(scratch / "server")
     if "cache" in want or "server" in want:
         def serve() -> None:
+            started = time.perf_counter()
             with ServerProcess(base) as server:
+                res.data["server_start"] = {"to_listening_s": time.perf_counter() - started}
                 if "cache" in want:
                     res.objects["cache"] = [res.attempt("cache (HTTP)", lambda: bench_cache.http_on(server.url, 3))]
                 if "server" in want:
                     res.objects["server"] = res.attempt("server", lambda: bench_server.measure(server.url))
+                warmed = re.search(r"warmed up in ([\d.]+) s", server.log())
+                res.data["server_start"]["warm_up_s"] = float(warmed.group(1)) if warmed else None
         res.attempt("server process", serve)
         if "cache" in want:
             res.objects.setdefault("cache", []).append(
