@@ -484,7 +484,8 @@ def _load_one(candidate: _Candidate, registry: NodeRegistry) -> PluginStatus:
                 # Nodes from a plugin's sub-modules are named after the plugin, as ComfyUI names them.
                 node.schema.python_module = f"{PACKAGE_ROOT}.{candidate.name}"
             v1 = _v1_nodes(module, candidate.name)
-            v3 = _v3_nodes(module, candidate.name)
+            # As in ComfyUI, a module's NODE_CLASS_MAPPINGS win over its comfy_entrypoint.
+            v3 = [] if hasattr(module, "NODE_CLASS_MAPPINGS") else _v3_nodes(module, candidate.name)
             for node in (*ours, *v1, *v3):
                 _check_renders(node)
         except (Exception, SystemExit) as exc:

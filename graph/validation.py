@@ -10,7 +10,7 @@ import heapq
 import math
 import traceback
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import networkx as nx
@@ -220,6 +220,9 @@ class _Validator:
 
     def check_literal(self, node: PromptNode, name: str, spec: InputSpec, value: Any) -> Any:
         extra = {"input_name": name, "input_config": spec.v1(), "received_value": value}
+        # `widgetType` names the widget of a socket type (V3's MultiType around a FLOAT widget is "FLOAT,MASK").
+        if spec.options.get("widgetType") in WIDGET_TYPES:
+            spec = replace(spec, type=spec.options["widgetType"])
         if spec.type not in WIDGET_TYPES and spec.type != "*":
             self.add(node, "invalid_input_type",
                      f"input '{name}' expects a link from a {spec.type} output, got the value {_short(value)}",

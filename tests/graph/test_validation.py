@@ -136,6 +136,33 @@ def test_literal_on_a_socket_input_is_refused() -> None:
     assert error["details"] == "Describe 1: input 'value' expects a link from a INT,FLOAT output, got the value 3"
 
 
+def test_a_socket_with_a_widget_type_takes_values_of_that_type() -> None:
+    class Strength:
+        RETURN_TYPES = ("FLOAT",)
+        FUNCTION = "run"
+
+        @classmethod
+        def INPUT_TYPES(cls) -> dict[str, Any]:
+            return {"required": {"amount": ("FLOAT,MASK", {"widgetType": "FLOAT", "min": 0.0, "default": 0.5})}}
+
+        def run(self, amount: Any) -> tuple[Any]:
+            return (amount,)
+
+    reg = sample_nodes.registry()
+    reg.add_v1({"Strength": Strength})
+
+    def check(value: Any) -> list[dict[str, Any]]:
+        outcome = validate_prompt({"1": {"class_type": "Strength", "inputs": {"amount": value}},
+                                   "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}, reg)
+        return outcome.response().get("node_errors", {}).get("1", {}).get("errors", [])
+
+    assert check(0.25) == [] and check("0.75") == []  # as FLOAT widgets take them
+    [low] = check(-1.0)
+    assert low["type"] == "value_smaller_than_min"
+    [text] = check("much")
+    assert text["type"] == "invalid_input_type"
+
+
 def test_primitive_sockets_accept_literals_like_widgets() -> None:
     outcome = validate_prompt({"1": {"class_type": "Add", "inputs": {"a": 1, "b": "2"}},
                                "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}, REG)

@@ -9,6 +9,9 @@ class attributes set by one run never reach another.
 from __future__ import annotations
 
 import inspect
+import weakref
+from abc import ABCMeta
+from collections.abc import Callable
 from enum import Enum
 from typing import Any, ClassVar
 
@@ -38,14 +41,14 @@ class Input:
 
 
 def _v1_widget_options(widget: dict[str, Any]) -> dict[str, Any]:
-    """V3's keyword names -> V1's option names (display_mode -> display, dynamic_prompts -> dynamicPrompts...)."""
-    renamed = {"display_mode": "display", "dynamic_prompts": "dynamicPrompts", "default_input": "defaultInput",
-               "image_upload": "image_upload"}
+    """V3's keyword names -> V1's option names (display_mode -> display, upload=UploadType.image -> image_upload...)."""
+    renamed = {"display_mode": "display", "dynamic_prompts": "dynamicPrompts", "default_input": "defaultInput"}
     out: dict[str, Any] = {}
     for key, value in widget.items():
-        if isinstance(value, Enum):
-            value = value.value
-        out[renamed.get(key, key)] = value
+        if key == "upload" and value is not None:
+            out[value.value if isinstance(value, Enum) else str(value)] = True
+            continue
+        out[renamed.get(key, key)] = value.value if isinstance(value, Enum) else value
     return out
 
 
@@ -81,6 +84,33 @@ class ComfyType:
 def Custom(io_type: str) -> type[ComfyType]:  # noqa: N802 - ComfyUI's name
     """A type of the plugin's own: `io.Custom("MY_TYPE").Input("thing")`."""
     return type(io_type, (ComfyType,), {"io_type": io_type})
+
+
+ComfyTypeIO = ComfyType  # ComfyUI's bases for a type with inputs and outputs / inputs only
+ComfyTypeI = ComfyType
+
+
+def comfytype(io_type: str, **_: Any) -> Callable[[type[ComfyType]], type[ComfyType]]:
+    """`@io.comfytype(io_type="MY_TYPE") class MyType(io.ComfyTypeIO): ...`: a plugin's own type."""
+    def bind(cls: type[ComfyType]) -> type[ComfyType]:
+        return type(cls.__name__, (cls,), {"io_type": io_type, "__module__": cls.__module__})
+
+    return bind
+
+
+class UploadType(str, Enum):
+    """`io.Combo.Input(..., upload=io.UploadType.image)`: the editor shows an upload button."""
+
+    image = "image_upload"
+    audio = "audio_upload"
+    video = "video_upload"
+    model = "file_upload"
+
+
+class FolderType(str, Enum):
+    input = "input"
+    output = "output"
+    temp = "temp"
 
 
 class NumberDisplay(str, Enum):
@@ -130,11 +160,14 @@ class MultiType:
 
     class Input(Input):
         def __init__(self, id: str | Input, types: list[type[ComfyType] | str], **kwargs: Any) -> None:  # noqa: A002
-            if isinstance(id, Input):  # ComfyUI also takes a widget input that additionally accepts links
-                kwargs = {**kwargs, **{k: v for k, v in id.options.items() if k != "display_name"}}
+            names = [t if isinstance(t, str) else t.io_type for t in types]
+            if isinstance(id, Input):  # a widget input that also accepts links of these types
+                kwargs = {**kwargs, **{k: v for k, v in id.options.items() if k != "display_name"},
+                          "extra_dict": {"widgetType": id.io_type}}
+                names = [id.io_type, *(n for n in names if n != id.io_type)]
                 id = id.id  # noqa: A001
             super().__init__(id, **kwargs)
-            self.types = [t if isinstance(t, str) else t.io_type for t in types]
+            self.types = names
 
         def as_v1(self) -> tuple[Any, dict[str, Any]]:
             return ",".join(self.types), dict(self.options)
@@ -226,7 +259,46 @@ def _ui_dict(ui: Any) -> dict[str, Any] | None:
     raise TypeError(f"NodeOutput ui must be a dict or a ui.* object, got {type(ui).__name__}")
 
 
-class ComfyNode:
+# V1 attribute -> how to read it from the schema.
+_V1_FROM_SCHEMA: dict[str, Callable[[Schema], Any]] = {
+    "RETURN_TYPES": lambda s: tuple(o.io_type for o in s.outputs),
+    "RETURN_NAMES": lambda s: tuple(o.display_name or o.id or o.io_type for o in s.outputs),
+    "OUTPUT_TOOLTIPS": lambda s: tuple(o.tooltip for o in s.outputs),
+    "OUTPUT_IS_LIST": lambda s: tuple(o.is_output_list for o in s.outputs),
+    "CATEGORY": lambda s: s.category,
+    "DESCRIPTION": lambda s: s.description,
+    "OUTPUT_NODE": lambda s: s.is_output_node,
+    "INPUT_IS_LIST": lambda s: s.is_input_list,
+    "NOT_IDEMPOTENT": lambda s: s.not_idempotent,
+    "DEPRECATED": lambda s: s.is_deprecated,
+    "EXPERIMENTAL": lambda s: s.is_experimental,
+    "SEARCH_ALIASES": lambda s: tuple(s.search_aliases),
+}
+# V1's names for V3's classmethods (the adapter reads their signatures).
+_V1_METHODS = {"VALIDATE_INPUTS": "validate_inputs", "IS_CHANGED": "fingerprint_inputs"}
+# Hidden inputs go under these V1 names, which no input of a plugin's own can have ("prompt" is common).
+HIDDEN_PREFIX = "__hidden_"
+_schemas: weakref.WeakKeyDictionary[type, Schema] = weakref.WeakKeyDictionary()
+
+
+class _ComfyNodeType(ABCMeta):
+    """Answers V1's class attributes (RETURN_TYPES, CATEGORY, VALIDATE_INPUTS, ...) from the schema.
+
+    They are read when asked, not when the class is made: a schema may name things its module
+    defines after the class, and a subclass may inherit `define_schema` and change what it reads.
+    """
+
+    def __getattr__(cls, name: str) -> Any:  # only for names the class itself does not have
+        if name in _V1_FROM_SCHEMA:
+            if cls not in _schemas:
+                _schemas[cls] = cls.GET_SCHEMA()
+            return _V1_FROM_SCHEMA[name](_schemas[cls])
+        if name in _V1_METHODS:
+            return getattr(cls, _V1_METHODS[name])  # AttributeError when the node does not define it
+        raise AttributeError(f"type object {cls.__name__!r} has no attribute {name!r}")
+
+
+class ComfyNode(metaclass=_ComfyNodeType):
     """Base class of V3 nodes: `define_schema()` and `execute(...)`, both classmethods."""
 
     hidden: ClassVar[HiddenHolder] = HiddenHolder()
@@ -247,43 +319,21 @@ class ComfyNode:
             raise TypeError(f"{cls.__name__}.define_schema() must return an io.Schema, got {type(schema).__name__}")
         return schema
 
-    # ---- the V1 view diffloom's adapter reads ---------------------------------------------------
-
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, dict[str, Any]]:  # noqa: N802
+    def INPUT_TYPES(cls) -> dict[str, dict[str, Any]]:  # noqa: N802 - read anew each time: combos list files
         schema = cls.GET_SCHEMA()
         declared: dict[str, dict[str, Any]] = {"required": {}, "optional": {}}
         for item in schema.inputs:
             declared["optional" if item.optional else "required"][item.id] = item.as_v1()
-        declared["hidden"] = {member.name: member.value for member in schema.hidden}
+        declared["hidden"] = {HIDDEN_PREFIX + Hidden(member).name: Hidden(member).value for member in schema.hidden}
         return declared
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "define_schema" not in cls.__dict__:
-            return  # an abstract intermediate class
-        schema = cls.GET_SCHEMA()
-        cls.RETURN_TYPES = tuple(o.io_type for o in schema.outputs)
-        cls.RETURN_NAMES = tuple(o.display_name or o.id or o.io_type for o in schema.outputs)
-        cls.OUTPUT_TOOLTIPS = tuple(o.tooltip for o in schema.outputs)
-        cls.OUTPUT_IS_LIST = tuple(o.is_output_list for o in schema.outputs)
-        cls.CATEGORY = schema.category
-        cls.DESCRIPTION = schema.description
-        cls.OUTPUT_NODE = schema.is_output_node
-        cls.INPUT_IS_LIST = schema.is_input_list
-        cls.NOT_IDEMPOTENT = schema.not_idempotent
-        cls.DEPRECATED = schema.is_deprecated
-        cls.EXPERIMENTAL = schema.is_experimental
-        cls.SEARCH_ALIASES = tuple(schema.search_aliases)
-        # V1's names for the same classmethods (the adapter reads their signatures).
-        for v3_name, v1_name in (("validate_inputs", "VALIDATE_INPUTS"), ("fingerprint_inputs", "IS_CHANGED")):
-            if v3_name in cls.__dict__:
-                setattr(cls, v1_name, cls.__dict__[v3_name])
 
     @classmethod
     def EXECUTE_NORMALIZED(cls, **kwargs: Any) -> Any:  # noqa: N802
         """Run `execute` on a subclass with the hidden values bound; the result in V1's dict form."""
-        hidden = {member.name: kwargs.pop(member.name) for member in Hidden if member.name in kwargs}
+        hidden = {key[len(HIDDEN_PREFIX):]: kwargs.pop(key) for key in list(kwargs) if key.startswith(HIDDEN_PREFIX)}
+        if cls.INPUT_IS_LIST:  # every input arrives as a list then, the hidden ones too
+            hidden = {k: v[0] if isinstance(v, list) and v else v for k, v in hidden.items()}
         bound = type(cls.__name__, (cls,), {"hidden": HiddenHolder(**hidden), "__module__": cls.__module__})
         result = bound.execute(**kwargs)
         if inspect.isawaitable(result):
@@ -311,6 +361,7 @@ def _as_v1_result(result: Any, outputs: int) -> Any:
     return out
 
 
-__all__ = ["AnyType", "Boolean", "Combo", "ComfyNode", "ComfyType", "Custom", "Float", "Hidden", "HiddenHolder",
-           "Input", "Int", "MultiType", "NodeOutput", "NumberDisplay", "Output", "Schema", "String",
+__all__ = ["AnyType", "Boolean", "Combo", "ComfyNode", "ComfyType", "ComfyTypeI", "ComfyTypeIO", "Custom", "Float",
+           "FolderType", "Hidden", "HiddenHolder", "Input", "Int", "MultiType", "NodeOutput", "NumberDisplay", "Output",
+           "Schema", "String", "UploadType", "comfytype",
            *_TYPE_NAMES]

@@ -110,7 +110,7 @@ class Show(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="V3Show", is_output_node=True, is_input_list=True,
-                         inputs=[io.AnyType.Input("items")], outputs=[])
+                         inputs=[io.AnyType.Input("items")], outputs=[], hidden=[io.Hidden.unique_id])
 
     @classmethod
     def fingerprint_inputs(cls, items):
@@ -118,7 +118,64 @@ class Show(io.ComfyNode):
 
     @classmethod
     def execute(cls, items):
+        CALLS.append(("show", cls.hidden.unique_id))
         return io.NodeOutput(ui={"items": [str(i) for i in items]})
+
+
+class Prompted(io.ComfyNode):
+    """An input called `prompt` beside the hidden prompt: both reach the node."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="V3Prompted", inputs=[io.String.Input("prompt", default="hi")],
+                         outputs=[io.String.Output()], hidden=[io.Hidden.prompt])
+
+    @classmethod
+    def execute(cls, prompt):
+        return io.NodeOutput(f"{prompt} ({len(cls.hidden.prompt)} nodes)")
+
+
+class Typed(io.ComfyNode):
+    """A base whose schema reads class attributes that subclasses change; its check is inherited."""
+
+    OUT = io.Int
+    NODE_ID = "V3TypedInt"
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id=cls.NODE_ID, inputs=[io.Int.Input("n", default=1)], outputs=[cls.OUT.Output()])
+
+    @classmethod
+    def validate_inputs(cls, n):
+        return True if n < 100 else "n too big"
+
+    @classmethod
+    def execute(cls, n):
+        return io.NodeOutput(n if cls.OUT is io.Int else f"#{n}")
+
+
+class TypedText(Typed):
+    OUT = io.String
+    NODE_ID = "V3TypedText"
+
+
+class Later(io.ComfyNode):
+    """Its schema names a type the module defines after the class."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="V3Later", inputs=[io.MultiType.Input(io.Float.Input("amount", default=0.5),
+                                                                        types=[io.Mask])],
+                         outputs=[Box.Output()])
+
+    @classmethod
+    def execute(cls, amount):
+        return io.NodeOutput(amount * 2)
+
+
+@io.comfytype(io_type="BOX")
+class Box(io.ComfyTypeIO):
+    pass
 
 
 class Pack(ComfyExtension):
@@ -126,10 +183,38 @@ class Pack(ComfyExtension):
         CALLS.append("on_load")
 
     async def get_node_list(self):
-        return [Repeat, Shout, Pick, Gate, Twice, Show]
+        return [Repeat, Shout, Pick, Gate, Twice, Show, Prompted, Typed, TypedText, Later]
 
 
 async def comfy_entrypoint():
+    return Pack()
+'''
+
+BOTH = '''
+from comfy_api.latest import ComfyExtension, io
+
+
+class OldStyle:
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def run(self):
+        return (1,)
+
+
+NODE_CLASS_MAPPINGS = {"BothOld": OldStyle}
+
+
+class Pack(ComfyExtension):
+    async def get_node_list(self):
+        raise AssertionError("a module with NODE_CLASS_MAPPINGS is not asked for its V3 nodes")
+
+
+def comfy_entrypoint():
     return Pack()
 '''
 
@@ -153,6 +238,7 @@ def v3(tmp_path: Path, folders: Any) -> tuple[NodeRegistry, PluginReport]:
     (plugins / "v3_pack").mkdir(parents=True)
     (plugins / "v3_pack" / "__init__.py").write_text(textwrap.dedent(V3_PACK))
     (plugins / "v3_bad.py").write_text(textwrap.dedent(NOT_NODES))
+    (plugins / "v3_both.py").write_text(textwrap.dedent(BOTH))
     registry = NodeRegistry()
     report = load_custom_nodes(registry, paths=[str(plugins)])
     return registry, report
@@ -166,7 +252,8 @@ def test_a_v3_pack_loads_and_shows_the_v1_shape(v3: tuple[NodeRegistry, PluginRe
     registry, report = v3
     pack = report.get("v3_pack")
     assert pack.status == "loaded" and pack.style == "comfyui-v3", pack.cause
-    assert pack.nodes == ["V3Repeat", "V3Shout", "V3Pick", "V3Gate", "V3Twice", "V3Show"]
+    assert pack.nodes == ["V3Repeat", "V3Shout", "V3Pick", "V3Gate", "V3Twice", "V3Show", "V3Prompted",
+                          "V3TypedInt", "V3TypedText", "V3Later"]
     info = registry.object_info()["V3Repeat"]
     assert info["display_name"] == "Repeat (V3)" and info["category"] == "v3/text"
     assert info["python_module"] == "custom_nodes.v3_pack" and info["description"] == "Repeat text"
@@ -176,7 +263,7 @@ def test_a_v3_pack_loads_and_shows_the_v1_shape(v3: tuple[NodeRegistry, PluginRe
     assert required["sep"][0] == ["", "-"] and required["sep"][1]["default"] == "-"
     assert required["upper"] == ["BOOLEAN", {"default": False, "label_on": "UP", "label_off": "as is"}]
     assert info["input"]["optional"]["suffix"] == ["STRING", {"forceInput": True}]
-    assert info["input"]["hidden"] == {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"}
+    assert set(info["input"]["hidden"].values()) == {"UNIQUE_ID", "PROMPT"}
     assert info["output"] == ["STRING", "INT"] and info["output_name"] == ["text", "length"]
     assert info["output_tooltips"][1] == "its length"
     assert registry.object_info()["V3Gate"]["output"] == ["GATED"]
@@ -197,7 +284,8 @@ def test_v3_nodes_run_with_hidden_values_ui_async_and_lists(v3: tuple[NodeRegist
     assert result.status == "success", result.error
     assert result.outputs["1"] == {"text": ["AB-AB-AB"]}
     assert result.outputs["3"] == {"items": ["AB-AB-AB!"]} and result.outputs["4"] == {"items": ["8"]}
-    assert CALLS == ["on_load", ("1", 4)]  # the hidden values of the node that ran
+    assert CALLS[:2] == ["on_load", ("1", 4)]  # the hidden values of the node that ran
+    assert sorted(CALLS[2:]) == [("show", "3"), ("show", "4")]  # an input-list node gets one id, not a list
 
 
 def test_v3_validation_lazy_inputs_blockers_and_expansion(v3: tuple[NodeRegistry, PluginReport]) -> None:
@@ -248,3 +336,29 @@ def test_ui_preview_image_writes_to_the_temp_folder(runtime: Any, compat: None) 
     for image in shown["images"]:
         assert image["type"] == "temp" and (Path(runtime.folders.temp_dir) / image["subfolder"]
                                             / image["filename"]).is_file()
+
+
+def test_v3_schemas_are_read_when_asked_with_their_inheritance(v3: tuple[NodeRegistry, PluginReport]) -> None:
+    registry, report = v3
+    info = registry.object_info()
+    assert info["V3TypedInt"]["output"] == ["INT"] and info["V3TypedText"]["output"] == ["STRING"]
+    assert info["V3Later"]["output"] == ["BOX"]  # a type defined after the class that names it
+    assert info["V3Later"]["input"]["required"]["amount"] == ["FLOAT,MASK", {"default": 0.5, "widgetType": "FLOAT"}]
+    assert info["V3Prompted"]["input"]["required"]["prompt"] == ["STRING", {"default": "hi"}]
+    prompt = {"1": {"class_type": "V3Prompted", "inputs": {"prompt": "hello"}},
+              "2": {"class_type": "V3TypedText", "inputs": {"n": 5}},
+              "3": {"class_type": "V3Later", "inputs": {"amount": 0.25}},
+              "4": {"class_type": "V3Show", "inputs": {"items": ["1", 0]}},
+              "5": {"class_type": "V3Show", "inputs": {"items": ["2", 0]}},
+              "6": {"class_type": "V3Show", "inputs": {"items": ["3", 0]}}}
+    result = run(registry, prompt)
+    assert result.status == "success", result.error
+    assert result.outputs["4"] == {"items": ["hello (6 nodes)"]}
+    assert result.outputs.get("5") == {"items": ["#5"]} and result.outputs.get("6") == {"items": ["0.5"]}, (
+        result.outputs, result.executed)
+    too_big = run(registry, {"2": {"class_type": "V3TypedText", "inputs": {"n": 500}},
+                             "5": {"class_type": "V3Show", "inputs": {"items": ["2", 0]}}})
+    assert too_big.status == "invalid" and "n too big" in str(too_big.error)  # the inherited check
+    both = report.get("v3_both")
+    assert both.status == "loaded" and both.nodes == ["BothOld"] and not both.warnings
+
