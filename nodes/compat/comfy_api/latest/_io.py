@@ -31,10 +31,9 @@ class Input:
                  **widget: Any) -> None:
         self.id = id
         self.optional = optional
-        self.options: dict[str, Any] = {
-            "display_name": display_name, "tooltip": tooltip, "lazy": lazy, "rawLink": raw_link,
-            "advanced": advanced, "forceInput": force_input, **_v1_widget_options(widget), **(extra_dict or {})}
-        self.options = {k: v for k, v in self.options.items() if v is not None}
+        options = {"display_name": display_name, "tooltip": tooltip, "lazy": lazy, "rawLink": raw_link,
+                   "advanced": advanced, "forceInput": force_input, **_v1_widget_options(widget), **(extra_dict or {})}
+        self.options: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
 
     def as_v1(self) -> tuple[Any, dict[str, Any]]:
         return self.io_type, dict(self.options)
