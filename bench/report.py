@@ -193,7 +193,7 @@ def write_report(res: Any, budget: Budget, out: Path, seconds: float, argv: list
                "(1e-6 is float rounding: the same computation).", "",
                *bench_cpu.markdown(comps, res.data.get("compile_seconds")), "",
                _img(bench_cpu.plot(comps, out / "cpu.png").name), "",
-               *_decisions(comps, engines), ""]
+               *_decisions(comps, engines, res.data["machine"]), ""]
     workers = res.data.get("workers")
     if workers:
         from bench import bench_workers  # noqa: PLC0415
@@ -202,7 +202,9 @@ def write_report(res: Any, budget: Budget, out: Path, seconds: float, argv: list
                "One real `server.py` per configuration (`--devices cpu` and `cpu,cpu`, and the in-process worker "
                "as the reference); distinct seeds, so each prompt samples. On this machine both workers share the "
                "same 2 cores, so the ratio measures running prompts side by side, not added hardware: with one GPU "
-               "per worker the work itself is what doubles.", "",
+               "per worker the work itself is what doubles. CPU workers divide the cores between them (one thread "
+               "each here, against two for the single worker), so where one thread is faster than two (section 7) "
+               "the ratio also holds that gain.", "",
                *bench_workers.report(workers), ""]
     md += ["## Notes", "",
            "- Every figure comes from this run. Times are medians with their range; ratios are per-round ratios of "
@@ -222,7 +224,7 @@ def _speed(comps: list[Any], title: str, model: str) -> Any:
     return next((c for c in comps if c.title == title and c.model == model), None)
 
 
-def _decisions(comps: list[Any], engines: list[Any]) -> list[str]:
+def _decisions(comps: list[Any], engines: list[Any], machine: dict[str, Any]) -> list[str]:
     """What stays the default, what became an option, what was measured and left alone, with the figures."""
     def fig(title: str, model: str) -> str:
         c = _speed(comps, title, model)
@@ -234,6 +236,9 @@ def _decisions(comps: list[Any], engines: list[Any]) -> list[str]:
     full, tiny = "SD1.5 size", "tiny SD1"
     bf16 = _speed(comps, "bf16", full)
     bf16_wins = bf16 is not None and bf16.cpu_speedup.median > 1.1
+    native_bf16 = " and ".join(name for name, key in (("AMX", "amx"), ("avx512_bf16", "avx512_bf16")) if machine.get(key))
+    threads = {model: _speed(comps, "threads", model) for model in (full, tiny)}
+    one_thread_wins = [model for model, c in threads.items() if c is not None and c.wall_speedup.median > 1.05]
     lines = ["### Decisions, with the speed-up each setting gave (full size; tiny model)", "",
              f"- **inference_mode** around every sampler run - default (it already was). Against no_grad: "
              f"tiny {fig('autograd off', tiny)}: no difference worth the name, as expected for big ops.",
@@ -247,23 +252,27 @@ def _decisions(comps: list[Any], engines: list[Any]) -> list[str]:
              f"{fig('batched cond/uncond', full)}; tiny {fig('batched cond/uncond', tiny)}. Option: "
              "`model_options['batch_cond_uncond'] = False` runs them apart (less peak memory on small GPUs).",
              f"- **Threads** - torch's default (one per core) with `GOMP_SPINCOUNT=0` (set by `make`, the tests and "
-             f"server.py), because that is what wins on a machine with free cores. 1 thread instead: full size "
-             f"{fig('threads', full)}; tiny {fig('threads', tiny)}. With free cores two threads nearly halve a "
-             "full-size step (reference/environment.md: UNet batch 2 at 64x64 latents 12.0 s with 2 threads, "
-             "24.5 s with 1); when other processes keep the cores busy, as during this run, one thread can be "
-             "faster. Option `DIFFLOOM_THREADS=N` (e.g. 1 on shared CI machines).",
+             f"server.py). 1 thread instead: full size {fig('threads', full)}; tiny {fig('threads', tiny)}. "
+             + (f"On this machine one thread was faster for the {' and the '.join(one_thread_wins)} model: the "
+                "threads' hand-offs cost more than splitting the work saves (small ops, or virtual cores that "
+                "another tenant keeps busy). Elsewhere two threads nearly halve a full-size step "
+                "(reference/environment.md: UNet batch 2 at 64x64 latents 12.0 s with 2 threads, 24.5 s with 1), "
+                "which is why the default stays; " if one_thread_wins else
+                "Two threads win here, as they do wherever the cores are free; ")
+             + "`DIFFLOOM_THREADS=N` sets the count (1 for small models on small virtual machines; CPU workers of "
+             "`--devices cpu,cpu` get the cores divided between them).",
              f"- **Channels-last** memory format - option `DIFFLOOM_CHANNELS_LAST=1`, off: full size "
              f"{fig('channels-last', full)}; tiny {fig('channels-last', tiny)}. No gain on this CPU; on CUDA with "
              "fp16 convolutions it usually helps, which is why it exists.",
              f"- **bf16** - option `DIFFLOOM_DTYPE=bf16`; the CPU default stays fp32. Full size "
              f"{fig('bf16', full)}; tiny {fig('bf16', tiny)}; the step's output moves by "
              f"{'-' if bf16 is None or bf16.max_rel_diff is None else f'{bf16.max_rel_diff:.1%}'} of its scale. "
-             + ("This CPU has AMX and avx512_bf16, and bf16 is much faster for the full-size UNet. It is still "
-                "opt-in: it changes every image (a seed no longer gives the fp32 image other machines and diffusers "
-                "give, which the parity tests check), on CPUs without AMX it is 2-3x *slower* "
-                "(reference/environment.md), and design.md fixes fp32 on the CPU unless asked. Recommended for "
-                "users on AMX CPUs who want speed over exact reproducibility." if bf16_wins else
-                "No gain here."),
+             + (f"This CPU has {native_bf16 or 'no native bf16 instructions'}, and bf16 is much faster for the "
+                "full-size UNet. It is still opt-in: it changes every image (a seed no longer gives the fp32 image "
+                "other machines and diffusers give, which the parity tests check), on CPUs without native bf16 "
+                "(neither AMX nor avx512_bf16) it is 2-3x *slower* (reference/environment.md), and design.md fixes "
+                "fp32 on the CPU unless asked. Recommended for users on such CPUs who want speed over exact "
+                "reproducibility." if bf16_wins else "No gain here."),
              "- **torch.compile** - option `DIFFLOOM_COMPILE=1` (the UNet is compiled on first use, per model and "
              f"shape, then runs faster steps; for long-running servers): {fig('torch.compile', tiny)} on the tiny "
              "model (section 7 gives the compile time). Not the default: the first prompt of every new model or "
