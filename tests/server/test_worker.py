@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -75,6 +75,18 @@ def test_worker_status_and_stop(tmp_path: Path) -> None:
     assert not worker.alive and app[STATE].store.closed
 
 
+def run_a_prompt_with_warm_up(base: Path, warm_up: Callable[[], None]) -> dict:
+    """An in-process app whose worker warms up with `warm_up` runs one prompt; its job record."""
+    registry = NodeRegistry()
+    registry.add_module(server_nodes)
+    app = create_app(ServerOptions(base_directory=base), registry, FolderPaths(base, create_dirs=True),
+                     runtime=ServerRuntime(warm_up=warm_up))
+    with BackgroundServer(app) as running:
+        prompt_id = http("POST", running.url + "/prompt", {"prompt": image_prompt()}).json()["prompt_id"]
+        assert wait_history(running.url, prompt_id)["status"]["status_str"] == "success"
+        return http("GET", f"{running.url}/api/jobs/{prompt_id}").json()
+
+
 def test_the_worker_warms_up_on_its_thread_before_its_first_prompt(tmp_path: Path) -> None:
     calls: list[tuple[str, float]] = []
 
@@ -82,14 +94,7 @@ def test_the_worker_warms_up_on_its_thread_before_its_first_prompt(tmp_path: Pat
         calls.append((threading.current_thread().name, time.time()))
         time.sleep(0.3)  # as importing diffusers would: the first prompt waits for it, the server does not
 
-    registry = NodeRegistry()
-    registry.add_module(server_nodes)
-    app = create_app(ServerOptions(base_directory=tmp_path), registry, FolderPaths(tmp_path, create_dirs=True),
-                     runtime=ServerRuntime(warm_up=warm_up))
-    with BackgroundServer(app) as running:
-        prompt_id = http("POST", running.url + "/prompt", {"prompt": image_prompt()}).json()["prompt_id"]
-        assert wait_history(running.url, prompt_id)["status"]["status_str"] == "success"
-        job = http("GET", f"{running.url}/api/jobs/{prompt_id}").json()
+    job = run_a_prompt_with_warm_up(tmp_path, warm_up)
     [(thread, warmed_at)] = calls
     assert thread == "diffloom-worker-local"
     assert job["execution_start_time"] / 1000 >= warmed_at + 0.3
@@ -99,11 +104,5 @@ def test_a_failing_warm_up_is_logged_and_prompts_still_run(tmp_path: Path, caplo
     def warm_up() -> None:
         raise ImportError("no diffusers here")
 
-    registry = NodeRegistry()
-    registry.add_module(server_nodes)
-    app = create_app(ServerOptions(base_directory=tmp_path), registry, FolderPaths(tmp_path, create_dirs=True),
-                     runtime=ServerRuntime(warm_up=warm_up))
-    with BackgroundServer(app) as running:
-        prompt_id = http("POST", running.url + "/prompt", {"prompt": image_prompt()}).json()["prompt_id"]
-        assert wait_history(running.url, prompt_id)["status"]["status_str"] == "success"
+    assert run_a_prompt_with_warm_up(tmp_path, warm_up)["status"] == "completed"
     assert "warming up failed" in caplog.text and "no diffusers here" in caplog.text

@@ -117,22 +117,6 @@ class NumberDisplay(str, Enum):
     slider = "slider"
 
 
-class Int(ComfyType):
-    io_type = "INT"
-
-
-class Float(ComfyType):
-    io_type = "FLOAT"
-
-
-class String(ComfyType):
-    io_type = "STRING"
-
-
-class Boolean(ComfyType):
-    io_type = "BOOLEAN"
-
-
 class Combo(ComfyType):
     io_type = "COMBO"
 
@@ -172,8 +156,9 @@ class MultiType:
             return ",".join(self.types), dict(self.options)
 
 
+# io.<Name> -> its type; Combo and MultiType above take inputs of their own shape.
 _TYPE_NAMES = {
-    "Image": "IMAGE", "Mask": "MASK", "Latent": "LATENT", "Conditioning": "CONDITIONING", "Model": "MODEL",
+    "Int": "INT", "Float": "FLOAT", "String": "STRING", "Boolean": "BOOLEAN", "Image": "IMAGE", "Mask": "MASK", "Latent": "LATENT", "Conditioning": "CONDITIONING", "Model": "MODEL",
     "Clip": "CLIP", "Vae": "VAE", "ClipVision": "CLIP_VISION", "ClipVisionOutput": "CLIP_VISION_OUTPUT",
     "ControlNet": "CONTROL_NET", "Sampler": "SAMPLER", "Sigmas": "SIGMAS", "Noise": "NOISE", "Guider": "GUIDER",
     "UpscaleModel": "UPSCALE_MODEL", "StyleModel": "STYLE_MODEL", "Gligen": "GLIGEN", "LoraModel": "LORA_MODEL",
@@ -360,7 +345,7 @@ def _as_v1_result(result: Any, outputs: int) -> Any:
     return out
 
 
-__all__ = ["AnyType", "Boolean", "Combo", "ComfyNode", "ComfyType", "ComfyTypeI", "ComfyTypeIO", "Custom", "Float",
-           "FolderType", "Hidden", "HiddenHolder", "Input", "Int", "MultiType", "NodeOutput", "NumberDisplay", "Output",
-           "Schema", "String", "UploadType", "comfytype",
+__all__ = ["AnyType", "Combo", "ComfyNode", "ComfyType", "ComfyTypeI", "ComfyTypeIO", "Custom", "FolderType", "Hidden",
+           "HiddenHolder", "Input", "MultiType", "NodeOutput", "NumberDisplay", "Output", "Schema", "UploadType",
+           "comfytype",
            *_TYPE_NAMES]
