@@ -70,10 +70,18 @@ def bench_registry() -> NodeRegistry:
 
 
 def configure_runtime(base: Any) -> Any:
-    """Point the process runtime (folders for outputs, previews) at a scratch base directory."""
-    from nodes import runtime as rt  # noqa: PLC0415
+    """Point the process runtime (folders for outputs, previews) at a scratch base directory.
+
+    The thread count is fixed too, so that diffloom samples a small UNet with as many threads as
+    diffusers does (it would otherwise take one, see nodes.device.sampling_threads) and the engine
+    comparisons measure the engines, not the thread counts; section 7 measures the threads.
+    """
+    from nodes import device, runtime as rt  # noqa: PLC0415
     from nodes.folders import FolderPaths  # noqa: PLC0415
 
+    current = device.policy()
+    if current.threads is None:
+        device.configure(str(current.device), threads=torch.get_num_threads())
     return rt.configure(FolderPaths(base, create_dirs=True))
 
 

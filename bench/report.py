@@ -252,15 +252,17 @@ def _decisions(comps: list[Any], engines: list[Any], machine: dict[str, Any]) ->
              f"{fig('batched cond/uncond', full)}; tiny {fig('batched cond/uncond', tiny)}. Option: "
              "`model_options['batch_cond_uncond'] = False` runs them apart (less peak memory on small GPUs).",
              f"- **Threads** - torch's default (one per core) with `GOMP_SPINCOUNT=0` (set by `make`, the tests and "
-             f"server.py). 1 thread instead: full size {fig('threads', full)}; tiny {fig('threads', tiny)}. "
+             "server.py), except that a UNet under 200 MB of weights samples on one thread "
+             "(`nodes.device.sampling_threads`; the bench fixes the count, so sections 1 and 7 compare like with "
+             f"like). 1 thread instead: full size {fig('threads', full)}; tiny {fig('threads', tiny)}. "
              + (f"On this machine one thread was faster for the {' and the '.join(one_thread_wins)} model: the "
                 "threads' hand-offs cost more than splitting the work saves (small ops, or virtual cores that "
                 "another tenant keeps busy). Elsewhere two threads nearly halve a full-size step "
                 "(reference/environment.md: UNet batch 2 at 64x64 latents 12.0 s with 2 threads, 24.5 s with 1), "
-                "which is why the default stays; " if one_thread_wins else
+                "which is why big models keep them; " if one_thread_wins else
                 "Two threads win here, as they do wherever the cores are free; ")
-             + "`DIFFLOOM_THREADS=N` sets the count (1 for small models on small virtual machines; CPU workers of "
-             "`--devices cpu,cpu` get the cores divided between them).",
+             + "`DIFFLOOM_THREADS=N` sets the count for everything (CPU workers of `--devices cpu,cpu` get the "
+             "cores divided between them).",
              f"- **Channels-last** memory format - option `DIFFLOOM_CHANNELS_LAST=1`, off: full size "
              f"{fig('channels-last', full)}; tiny {fig('channels-last', tiny)}. No gain on this CPU; on CUDA with "
              "fp16 convolutions it usually helps, which is why it exists.",

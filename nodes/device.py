@@ -7,6 +7,8 @@ and can be overridden (``--cpu``, ``--device``, ``DIFFLOOM_DEVICE``) before firs
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -114,6 +116,28 @@ def configure(device: str | None = None, dtype: str | None = None, *, cpu: bool 
     compile = _env_flag("DIFFLOOM_COMPILE") if compile is None else compile
     _policy = DevicePolicy(dev, dt, vae_dt, threads, bool(channels_last), bool(compile))
     return _policy
+
+
+# A UNet with fewer bytes of weights than this samples on one CPU thread unless a thread count was set:
+# its operations are too small to split (bench section 7: a tiny SD1 step on one thread instead of two
+# was 1.5x faster on a 2-core Xeon and 3-3.8x on a 2-core EPYC, while a full-size SD1.5 step, 3.4 GB,
+# was 1.7x slower on the Xeon). The UNet of diffloom's demo model has about 10 MB of weights in fp32.
+SMALL_UNET_BYTES = 200 * 2**20
+
+
+@contextmanager
+def sampling_threads(unet_bytes: int) -> Iterator[None]:
+    """One thread while a small UNet samples on the CPU; otherwise (or with a set thread count) no change."""
+    current = policy()
+    if current.device.type != "cpu" or current.threads is not None or unet_bytes >= SMALL_UNET_BYTES:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def policy() -> DevicePolicy:

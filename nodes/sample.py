@@ -19,7 +19,7 @@ from graph.context import progress
 from . import device as devices
 from .guidance import Guider, model_sampling
 from .latent import latent_channels_fit
-from .models.wrappers import ModelWrapper
+from .models.wrappers import ModelWrapper, module_nbytes
 from .preview import preview_image
 from .sampling import Sampler, SamplerState, check_seed, get_sampler, prepare_noise
 
@@ -110,7 +110,7 @@ def advance(run: SamplingRun, guider: Guider, steps: int | None = None, *, node_
             if on_step is not None:
                 on_step(index + 1, total)
 
-        with torch.inference_mode():
+        with torch.inference_mode(), devices.sampling_threads(module_nbytes(unet)):
             state = sampler.run(denoise, state, end=end, callback=callback)
     return replace(run, state=state)
 
