@@ -150,7 +150,9 @@ def write_report(res: Any, budget: Budget, out: Path, seconds: float, argv: list
                "what follows it (3 KSampler, 8 VAEDecode, 9 SaveImage); a prompt change also re-encodes that prompt "
                "(6) but not the unchanged negative prompt (7), and never reloads the model (4). With a full-size "
                "model the seed and prompt changes cost what the steps cost (section 1); the unchanged re-run stays "
-               "where it is.", "",
+               "where it is. The server samples this small model on one thread (section 7); the runner here runs "
+               "inside the bench process, whose thread count is fixed at the core count, which is why its seed and "
+               "prompt changes take longer.", "",
                *bench_cache.markdown(caches), "", *_start_up(res.data.get("server_start")),
                _img(bench_cache.plot(caches, out / "cache.png").name), ""]
     servers = res.objects.get("server")
