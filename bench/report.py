@@ -214,7 +214,7 @@ def write_report(res: Any, budget: Budget, out: Path, seconds: float, argv: list
            "where an effect is smaller than that range, the report says so instead of claiming it.",
            "- The full-size models have random weights: the images are noise, but the work per step (and so the "
            "time) is that of real SD1.5 weights.",
-           f"- Durations of the sections (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.durations.items()) + ".",
+           "- Durations of the sections (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.durations.items()) + ".",
            ""]
     path = out / "results.md"
     path.write_text("\n".join(md))
@@ -238,7 +238,7 @@ def _decisions(comps: list[Any], engines: list[Any], machine: dict[str, Any]) ->
     full, tiny = "SD1.5 size", "tiny SD1"
     bf16 = _speed(comps, "bf16", full)
     bf16_wins = bf16 is not None and bf16.cpu_speedup.median > 1.1
-    native_bf16 = " and ".join(name for name, key in (("AMX", "amx"), ("avx512_bf16", "avx512_bf16")) if machine.get(key))
+    native_bf16 = " and ".join(flag for flag in ("AMX", "avx512_bf16") if machine.get(flag.lower()))
     threads = {model: _speed(comps, "threads", model) for model in (full, tiny)}
     one_thread_wins = [model for model, c in threads.items() if c is not None and c.wall_speedup.median > 1.05]
     lines = ["### Decisions, with the speed-up each setting gave (full size; tiny model)", "",

@@ -32,6 +32,8 @@ class ServerProcess:
 
     script = "server.py"
     what = "server.py"
+    # Flags every run of this kind of server takes, before the ones given to the constructor.
+    fixed_args: tuple[str, ...] = ("--disable-all-custom-nodes",)
 
     def __init__(self, base: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.base = Path(base)
@@ -45,7 +47,7 @@ class ServerProcess:
     def command(self) -> list[str]:
         """The command line the process runs."""
         return [sys.executable, str(ROOT / self.script), "--port", "0", "--base-directory", str(self.base),
-                "--disable-all-custom-nodes", *self.args]
+                *self.fixed_args, *self.args]
 
     def spawned(self, proc: subprocess.Popen[str]) -> None:
         """Called as soon as the process exists, before it is ready (to set limits on it, say)."""

@@ -311,9 +311,8 @@ class _Run:
         values: dict[str, list[Any]] = {}
         unevaluated: set[str] = set()
         for name, value in node.inputs.items():
-            spec = schema.inputs.get(name)
-            if isinstance(value, Link) and spec is not None and spec.options.get("rawLink"):
-                values[name] = [value.to_json()]  # the node wants the link itself (loop-closing nodes)
+            if isinstance(value, Link) and name in schema.inputs and schema.inputs[name].raw_link:
+                values[name] = [value.to_json()]  # loop-closing nodes want the link itself
             elif isinstance(value, Link):
                 entry = self.results.get(value.node)
                 if entry is None:

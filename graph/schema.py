@@ -39,6 +39,11 @@ class InputSpec:
         return bool(self.options.get("lazy", False))
 
     @property
+    def raw_link(self) -> bool:
+        """The node receives the link itself, not the value behind it (ComfyUI's `rawLink`)."""
+        return bool(self.options.get("rawLink", False))
+
+    @property
     def optional(self) -> bool:
         return self.section == "optional"
 

@@ -73,4 +73,3 @@ def import_model_libraries() -> None:
         getattr(diffusers, name)
     for name in ("CLIPTextModel", "CLIPTokenizer"):
         getattr(transformers, name)
-

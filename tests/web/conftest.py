@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,15 +50,12 @@ class EditorServer(ServerProcess):
     """
 
     what = "the editor's server"
+    script = "tests/web/editor_server.py"
+    fixed_args = ("--tiny-checkpoint", "sd1", "--front-end-root", str(ROOT / "web"), "--preview-size", "64")
 
     def __init__(self, base: Path, *flags: str) -> None:
         super().__init__(base, *flags)
         self.spawn()
-
-    def command(self) -> list[str]:
-        return [sys.executable, str(ROOT / "tests" / "web" / "editor_server.py"), "--tiny-checkpoint", "sd1",
-                "--port", "0", "--base-directory", str(self.base), "--front-end-root", str(ROOT / "web"),
-                "--preview-size", "64", *self.args]
 
 
 @pytest.fixture(scope="session")

@@ -1,1 +1,2 @@
-"""ComfyUI's `comfy_execution` package as plugins import it: `graph_utils.GraphBuilder`, `graph.ExecutionBlocker`, `graph.DynamicPrompt`."""
+"""ComfyUI's `comfy_execution` package as plugins import it: `graph_utils.GraphBuilder`, `graph.ExecutionBlocker`
+and `graph.DynamicPrompt`."""

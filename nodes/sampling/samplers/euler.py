@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import functools
-
 from typing import TYPE_CHECKING
 
 import torch
@@ -26,7 +25,7 @@ def _scheduler_for(sigmas: tuple[float, ...]) -> EulerDiscreteScheduler:
     ``set_timesteps(sigmas=...)`` converts every sigma to a timestep, O(steps); doing it at every step made
     a run O(steps^2) in the sampler's own time (23 ms a step at 200 steps).
     """
-    # Imported here: diffusers (with torch._dynamo) takes seconds to import, which the server's start need not wait for.
+    # Imported here: diffusers (with torch._dynamo) takes seconds to import; the server's start need not wait.
     from diffusers import EulerDiscreteScheduler  # noqa: PLC0415
 
     # prediction_type="sample": the model output handed to step() is the x0 prediction itself.

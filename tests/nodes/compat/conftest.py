@@ -1,4 +1,7 @@
-"""Fixtures for the ComfyUI compatibility modules: the import aliases and a node context (`folders` is in tests/conftest.py)."""
+"""Fixtures for the ComfyUI compatibility modules: the import aliases and a node context.
+
+`folders` (a fresh process-wide folder layout) is in tests/conftest.py.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterator

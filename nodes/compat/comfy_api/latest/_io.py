@@ -80,9 +80,14 @@ class ComfyType:
         cls.Output = type("Output", (base_output,), {"io_type": io_type, "__qualname__": f"{cls.__name__}.Output"})
 
 
+def _bound_type(name: str, io_type: str, base: type[ComfyType] | None = None, module: str = __name__) -> type[ComfyType]:
+    """A ComfyType subclass for `io_type` (its Input and Output are bound to it when the class is made)."""
+    return type(name, (base or ComfyType,), {"io_type": io_type, "__module__": module})
+
+
 def Custom(io_type: str) -> type[ComfyType]:  # noqa: N802 - ComfyUI's name
     """A type of the plugin's own: `io.Custom("MY_TYPE").Input("thing")`."""
-    return type(io_type, (ComfyType,), {"io_type": io_type})
+    return _bound_type(io_type, io_type)
 
 
 ComfyTypeIO = ComfyType  # ComfyUI's bases for a type with inputs and outputs / inputs only
@@ -92,7 +97,7 @@ ComfyTypeI = ComfyType
 def comfytype(io_type: str, **_: Any) -> Callable[[type[ComfyType]], type[ComfyType]]:
     """`@io.comfytype(io_type="MY_TYPE") class MyType(io.ComfyTypeIO): ...`: a plugin's own type."""
     def bind(cls: type[ComfyType]) -> type[ComfyType]:
-        return type(cls.__name__, (cls,), {"io_type": io_type, "__module__": cls.__module__})
+        return _bound_type(cls.__name__, io_type, cls, cls.__module__)
 
     return bind
 
@@ -158,14 +163,15 @@ class MultiType:
 
 # io.<Name> -> its type; Combo and MultiType above take inputs of their own shape.
 _TYPE_NAMES = {
-    "Int": "INT", "Float": "FLOAT", "String": "STRING", "Boolean": "BOOLEAN", "Image": "IMAGE", "Mask": "MASK", "Latent": "LATENT", "Conditioning": "CONDITIONING", "Model": "MODEL",
+    "Int": "INT", "Float": "FLOAT", "String": "STRING", "Boolean": "BOOLEAN", "Image": "IMAGE", "Mask": "MASK",
+    "Latent": "LATENT", "Conditioning": "CONDITIONING", "Model": "MODEL",
     "Clip": "CLIP", "Vae": "VAE", "ClipVision": "CLIP_VISION", "ClipVisionOutput": "CLIP_VISION_OUTPUT",
     "ControlNet": "CONTROL_NET", "Sampler": "SAMPLER", "Sigmas": "SIGMAS", "Noise": "NOISE", "Guider": "GUIDER",
     "UpscaleModel": "UPSCALE_MODEL", "StyleModel": "STYLE_MODEL", "Gligen": "GLIGEN", "LoraModel": "LORA_MODEL",
     "Audio": "AUDIO", "Video": "VIDEO", "Webcam": "WEBCAM",
 }
 for _name, _io_type in _TYPE_NAMES.items():
-    globals()[_name] = type(_name, (ComfyType,), {"io_type": _io_type, "__module__": __name__})
+    globals()[_name] = _bound_type(_name, _io_type)
 
 
 class Hidden(str, Enum):
@@ -309,7 +315,7 @@ class ComfyNode(metaclass=_ComfyNodeType):
         declared: dict[str, dict[str, Any]] = {"required": {}, "optional": {}}
         for item in schema.inputs:
             declared["optional" if item.optional else "required"][item.id] = item.as_v1()
-        declared["hidden"] = {HIDDEN_PREFIX + Hidden(member).name: Hidden(member).value for member in schema.hidden}
+        declared["hidden"] = {HIDDEN_PREFIX + member.name: member.value for member in map(Hidden, schema.hidden)}
         return declared
 
     @classmethod
